@@ -355,10 +355,10 @@ class SINet(nn.Module):
         if x.dim() != 5:
             raise ValueError(
                 f'SINet expects clips of shape (B, T, {self.in_chans}, H, W); got a {x.dim()}-D tensor of shape '
-                f'{tuple(x.shape)}. Add a batch dimension with x[None] for a single clip.')
+                f'{list(x.shape)}. Add a batch dimension with x[None] for a single clip.')
         if x.shape[2] != self.in_chans:
             raise ValueError(
-                f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape {tuple(x.shape)}; '
+                f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape {list(x.shape)}; '
                 f'(B, C, T, H, W) inputs need x.transpose(1, 2)')
         if x.shape[1] % self.clip_len != 0:
             raise ValueError(
@@ -399,7 +399,9 @@ class SINet(nn.Module):
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return self.classifier(x)
 
+    @torch.jit.unused
     def forward_train(self, x: torch.Tensor) -> SINetOutput:
+        """Train-mode outputs for the losses (not available in TorchScript, which is for inference)."""
         frames = self.forward_features(x).amax(dim=(-2, -1))  # (B, T, C)
         emb = self.bn(frames.mean(dim=1))
         logits = self.classifier(F.dropout(emb, p=self.drop_rate) if self.drop_rate > 0.0 else emb)
@@ -410,7 +412,7 @@ class SINet(nn.Module):
         return SINetOutput(logits, emb, frame_features)
 
     def forward(self, x: torch.Tensor):
-        if self.training:
+        if self.training and not torch.jit.is_scripting():
             return self.forward_train(x)
         return self.forward_head(self.forward_features(x))
 

@@ -1,0 +1,186 @@
+"""Convert the authors' released SINet checkpoints into Hub-ready timm folders.
+
+    python -m sinet_timm.convert SRC.pth.tar OUT_DIR [--arch sinet_r50] [--dataset mars]
+
+writes ``OUT_DIR/model.safetensors`` and ``OUT_DIR/config.json`` (timm's ``save_for_hf`` format, plus re-ID
+fields), which load with ``timm.create_model("local-dir:OUT_DIR")`` or, once uploaded, ``hf-hub:ORG/NAME``.
+The released files are read with ``torch.load(weights_only=True)``: nothing in them is executed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import save_for_hf
+
+from .sinet import SINet, checkpoint_filter_fn
+
+ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50')
+_RELEASED_NAMES = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50', 'resnet50': 'vreid_r50'}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, or does not fit the requested architecture."""
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.pth.tar``/``.safetensors`` file and return its state dict, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint not found: {path}')
+    if path.suffix == '.safetensors':
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f'{path} is not a readable safetensors file: {e}') from e
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as e:
+        raise CheckpointError(
+            f'{path} is not a PyTorch checkpoint that can be loaded safely (torch.load weights_only=True '
+            f'failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}). Expected the authors\' '
+            f'.pth.tar (a dict with a "state_dict") or a state dict saved with torch.save.') from e
+    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
+        obj = obj['state_dict']
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f'{path} does not hold a state dict (expected a mapping of parameter names to tensors, or a dict '
+            f'with a "state_dict" entry; got {type(obj).__name__}).')
+    return {k.removeprefix('module.'): v for k, v in obj.items()}
+
+
+def infer_arch(state_dict: dict[str, torch.Tensor]) -> str:
+    """Guess the architecture from which modules a (released or converted) state dict contains."""
+    keys = state_dict.keys()
+    has_idm = any(('thw_reduction' in k) or ('.integrate.' in k) for k in keys)
+    has_sbm = any(('.kernel.0.' in k) or ('.kgm_conv.' in k) for k in keys)
+    return {(True, True): 'sinet_r50', (False, True): 'sbnet_r50',
+            (True, False): 'idnet_r50', (False, False): 'vreid_r50'}[(has_idm, has_sbm)]
+
+
+def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, limit: int = 8) -> str:
+    """Human-readable list of missing/unexpected keys and shape differences ('' when they match)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    lines = []
+    for title, items in (('missing from the checkpoint', missing), ('not in the model', unexpected),
+                         ('shape differences', shapes)):
+        if items:
+            more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
+            lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:limit]) + more)
+    return '\n'.join(lines)
+
+
+def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> SINet:
+    """Build the model for a released (or converted) checkpoint and load it strictly; eval mode."""
+    state_dict = load_checkpoint_file(path)
+    guessed = infer_arch(state_dict)
+    arch = arch or guessed
+    arch = _RELEASED_NAMES.get(arch, arch)
+    if arch not in ARCHS:
+        raise CheckpointError(f'unknown architecture {arch!r}; expected one of {", ".join(ARCHS)}')
+    if num_classes is None:
+        w = state_dict.get('classifier.weight')
+        num_classes = int(w.shape[0]) if w is not None else 0
+    model = timm.create_model(arch, num_classes=num_classes)
+    if arch != guessed:
+        # report it as a key/shape mismatch below, but lead with the likely cause
+        hint = f' The checkpoint looks like {guessed}.'
+    else:
+        hint = ''
+    converted = checkpoint_filter_fn(state_dict, model)
+    problems = describe_mismatch(converted, model)
+    if problems:
+        raise CheckpointError(f'{path} does not match {arch}.{hint}\n{problems}')
+    model.load_state_dict(converted, strict=True)
+    return model.eval()
+
+
+def reid_config(model: SINet, dataset: str | None, source: dict[str, Any]) -> dict[str, Any]:
+    """The re-ID fields written next to timm's own in config.json."""
+    return {
+        'reid': {
+            'frames_per_clip': model.clip_len,
+            'embedding_dim': model.num_features,
+            'num_train_identities': model.num_classes,
+            'dataset': dataset,
+            'protocol': 'dense: every frame in 4-frame strided clips, clip embeddings averaged; cosine distance',
+            'input_layout': '(B, T, 3, H, W), T a multiple of frames_per_clip',
+        },
+        'source': source,
+    }
+
+
+def convert(
+        src: str | Path,
+        out_dir: str | Path,
+        arch: str | None = None,
+        dataset: str | None = None,
+        expected_sha256: str | None = None,
+        overwrite: bool = False,
+        source: dict[str, Any] | None = None,
+) -> Path:
+    """Convert ``src`` into a Hub-ready folder (model.safetensors + config.json); returns the folder."""
+    src, out_dir = Path(src), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f'{out_dir} already exists and is not empty; choose a new folder or pass --overwrite to replace '
+            'its model.safetensors and config.json')
+    digest = sha256_of(src) if src.is_file() else None
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise CheckpointError(
+            f'sha256 of {src} is {digest}, expected {expected_sha256}: the file is corrupt, truncated or not the '
+            'published checkpoint. Download it again.')
+    model = load_released(src, arch)
+    src_info = dict(source or {})
+    src_info.update(filename=src.name, sha256=digest)
+    save_for_hf(model, str(out_dir), model_config=reid_config(model, dataset, src_info),
+                safe_serialization=True)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog='python -m sinet_timm.convert', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('src', help="the authors' .pth.tar (or any SINet state dict)")
+    p.add_argument('out_dir', help='folder to write model.safetensors and config.json to')
+    p.add_argument('--arch', choices=ARCHS + tuple(_RELEASED_NAMES), help='default: inferred from the keys')
+    p.add_argument('--dataset', help='training dataset recorded in config.json (e.g. mars, lsvid)')
+    p.add_argument('--sha256', help='refuse to convert unless the file has this sha256')
+    p.add_argument('--overwrite', action='store_true', help='replace the files of an existing output folder')
+    args = p.parse_args(argv)
+    try:
+        out = convert(args.src, args.out_dir, args.arch, args.dataset, args.sha256, args.overwrite)
+    except (CheckpointError, FileExistsError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    cfg = json.loads((out / 'config.json').read_text())
+    print(f"wrote {out}/model.safetensors and config.json: {cfg['architecture']}, "
+          f"{cfg['num_classes']} training identities; load with timm.create_model('local-dir:{out}')")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sinet_timm  # noqa: F401  (registers the models)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    has_gpu = torch.cuda.is_available()
+    for item in items:
+        if 'gpu' in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason='needs a CUDA GPU'))
+
+
+def layout_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], revision: str | None = None) -> Path:
+    """Write ``files`` into a Hugging Face Hub cache folder the way ``hf_hub_download`` leaves it."""
+    org, name = repo_id.split('/')
+    repo = cache / f'models--{org}--{name}'
+    revision = revision or hashlib.sha1(repo_id.encode()).hexdigest()
+    snap = repo / 'snapshots' / revision
+    snap.mkdir(parents=True, exist_ok=True)
+    (repo / 'refs').mkdir(exist_ok=True)
+    (repo / 'refs' / 'main').write_text(revision)
+    for fname, data in files.items():
+        (snap / fname).write_bytes(data)
+    return snap
+
+
+def run_offline(code: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with the Hub offline and its cache at ``cache``."""
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_HOME=str(cache.parent / 'hf_home'))
+    return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def clip() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, 4, 3, 256, 128, generator=g)
+
+
+def read_json(p: Path) -> dict:
+    return json.loads(Path(p).read_text())

@@ -1,0 +1,191 @@
+"""The SINet family as timm models: registry, shapes, timm API, compile/export/script, errors."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from sinet_timm import SINet, SINetOutput
+
+ARCH_PARAMS = {  # released implementation, parameters without classifier/projection
+    'sinet_r50': 26_263_313,
+    'sbnet_r50': 25_143_121,
+    'idnet_r50': 24_658_880,
+    'vreid_r50': 23_538_688,
+}
+
+
+def _params_wo_head(m: torch.nn.Module) -> int:
+    return sum(p.numel() for k, p in m.named_parameters() if not k.startswith(('classifier.', 'projection.')))
+
+
+def test_registered_models_and_zoo():
+    assert set(ARCH_PARAMS) <= set(timm.list_models('*_r50'))
+    pretrained = set(timm.list_pretrained('s*net_r50*')) | set(timm.list_pretrained('idnet_r50*'))
+    for arch in ('sinet_r50', 'sbnet_r50', 'idnet_r50'):
+        assert {f'{arch}.mars', f'{arch}.lsvid', f'{arch}.tv_in1k'} <= pretrained
+    cfg = timm.get_pretrained_cfg('sinet_r50.mars')
+    assert cfg.num_classes == 625 and cfg.hf_hub_id.endswith('/sinet_r50.mars')
+    # the untagged name defaults to the ImageNet backbone init, like the authors' training
+    assert timm.get_pretrained_cfg('sinet_r50').hf_hub_id == 'timm/resnet50.tv_in1k'
+
+
+@pytest.mark.parametrize('arch', list(ARCH_PARAMS))
+def test_param_counts_match_released(arch):
+    m = timm.create_model(arch, num_classes=625)
+    assert _params_wo_head(m) == ARCH_PARAMS[arch]
+    assert (m.projection is not None) == (arch in ('sinet_r50', 'sbnet_r50'))
+
+
+@pytest.mark.parametrize('arch', list(ARCH_PARAMS))
+def test_eval_embedding_and_clip_averaging(arch, clip):
+    m = timm.create_model(arch).eval()
+    with torch.no_grad():
+        emb = m(clip)
+        assert emb.shape == (2, 2048) and torch.isfinite(emb).all()
+        # an 8-frame input is two independent 4-frame clips whose embeddings are averaged
+        two = torch.cat([clip, clip.flip(1)], dim=1)
+        emb8 = m(two)
+        torch.testing.assert_close(emb8, (m(clip) + m(clip.flip(1))) / 2, atol=1e-4, rtol=1e-4)
+
+
+def test_sbm_is_temporal(clip):
+    """SBM mixes frames: permuting the frames of a clip changes the embedding (the baseline does not care)."""
+    sb = timm.create_model('sbnet_r50').eval()
+    base = timm.create_model('vreid_r50').eval()
+    perm = clip[:, [2, 0, 3, 1]]
+    with torch.no_grad():
+        assert (sb(clip) - sb(perm)).abs().max() > 1e-3
+        torch.testing.assert_close(base(clip), base(perm), atol=1e-4, rtol=1e-4)
+
+
+def test_idm_is_temporal(clip):
+    m = timm.create_model('idnet_r50').eval()
+    for blk in m.layer2:  # the released init zeroes IDM's expansion; give it weight so it acts
+        if hasattr(blk, 'expand'):
+            torch.nn.init.normal_(blk.expand.weight, std=0.05)
+    with torch.no_grad():
+        assert (m(clip) - m(clip[:, [3, 2, 1, 0]])).abs().max() > 1e-3
+
+
+def test_timm_api(clip):
+    m = timm.create_model('sinet_r50', num_classes=10).eval()
+    with torch.no_grad():
+        feats = m.forward_features(clip)
+        assert feats.shape == (2, 4, 2048, 16, 8)
+        emb = m.forward_head(feats, pre_logits=True)
+        logits = m.forward_head(feats)
+        assert emb.shape == (2, 2048) and logits.shape == (2, 10)
+        torch.testing.assert_close(logits, m(clip))
+        torch.testing.assert_close(m.get_classifier()(emb), logits)
+    m.reset_classifier(0)
+    assert m.num_classes == 0 and m.projection is None
+    with torch.no_grad():
+        torch.testing.assert_close(m(clip), emb)
+    m.reset_classifier(7)
+    assert m.classifier.out_features == 7 and m.projection is not None
+    assert m.group_matcher()['blocks'] == r'^layer(\d+)\.(\d+)'
+
+
+def test_data_config_is_per_frame_reid_preprocessing():
+    m = timm.create_model('sinet_r50')
+    cfg = timm.data.resolve_data_config({}, model=m)
+    assert cfg['input_size'] == (3, 256, 128)
+    assert cfg['interpolation'] == 'bicubic'
+    assert cfg['mean'] == (0.485, 0.456, 0.406) and cfg['std'] == (0.229, 0.224, 0.225)
+    t = timm.data.create_transform(**cfg)
+    from PIL import Image
+    out = t(Image.new('RGB', (64, 160), (255, 0, 0)))
+    assert out.shape == (3, 256, 128)  # squashed to 256x128, no crop
+
+
+def test_train_mode_outputs_for_the_losses():
+    m = timm.create_model('sinet_r50', num_classes=5).train()
+    x = torch.randn(4, 4, 3, 256, 128)
+    out = m(x)
+    assert isinstance(out, SINetOutput)
+    assert out.logits.shape == (4, 5) and out.embedding.shape == (4, 2048)
+    assert out.frame_features.shape == (4, 4, 2048)
+    loss = out.logits.logsumexp(1).mean() + out.frame_features.pow(2).mean()
+    loss.backward()
+    assert m.layer3[2].kgm_conv.weight.grad is not None  # gradients reach the SBM
+    assert m.projection.weight.grad.abs().sum() > 0
+    idn = timm.create_model('idnet_r50', num_classes=5).train()
+    assert idn(x).frame_features is None  # no frame loss in the released IDNet training
+
+
+def test_grad_checkpointing_same_result():
+    torch.manual_seed(0)
+    m = timm.create_model('sinet_r50', num_classes=3).train()
+    x = torch.randn(4, 4, 3, 256, 128)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    out = m(x).logits.sum()
+    out.backward()
+    g = m.layer2[2].integrate[0].weight.grad.clone()
+    m.load_state_dict(state)
+    m.zero_grad()
+    m.set_grad_checkpointing(True)
+    out2 = m(x).logits.sum()
+    out2.backward()
+    torch.testing.assert_close(out2, out)
+    torch.testing.assert_close(m.layer2[2].integrate[0].weight.grad, g)
+
+
+@pytest.fixture(scope='module')
+def eval_model():
+    return timm.create_model('sinet_r50').eval()
+
+
+def test_torch_export(eval_model, clip):
+    with torch.no_grad():
+        ref = eval_model(clip)
+        ep = torch.export.export(eval_model, (clip,))
+        torch.testing.assert_close(ep.module()(clip), ref)
+
+
+def test_torchscript(eval_model, clip):
+    with torch.no_grad():
+        ref = eval_model(clip)
+        scripted = torch.jit.script(eval_model)
+        torch.testing.assert_close(scripted(clip), ref)
+        with pytest.raises(Exception, match='multiple of 4'):
+            scripted(clip[:, :3])
+
+
+def test_torch_compile_fullgraph(eval_model, clip):
+    """Dynamo captures the whole model without graph breaks (eager backend: fast on a CPU-only CI)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(eval_model, fullgraph=True, backend='eager')
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(clip), eval_model(clip))
+
+
+def test_clear_input_errors(clip):
+    m = timm.create_model('sinet_r50').eval()
+    with pytest.raises(ValueError, match=r'T=3 must be a multiple of 4'):
+        m(clip[:, :3])
+    with pytest.raises(ValueError, match=r'IDM modules sized for 256x128.*got 128x64'):
+        m(torch.randn(1, 4, 3, 128, 64))
+    with pytest.raises(ValueError, match=r'\(B, T, 3, H, W\).*4-D'):
+        m(clip[0])
+    with pytest.raises(ValueError, match=r'transpose'):
+        m(clip.transpose(1, 2))
+    # models without IDM accept other frame sizes; IDM models can be built for them
+    with torch.no_grad():
+        assert timm.create_model('sbnet_r50').eval()(torch.randn(1, 4, 3, 128, 64)).shape == (1, 2048)
+        assert timm.create_model('sinet_r50', img_size=(128, 64)).eval()(torch.randn(1, 4, 3, 128, 64)).shape == (
+            1, 2048)
+    with pytest.raises(NotImplementedError, match='forward_features'):
+        timm.create_model('sinet_r50', features_only=True)
+
+
+def test_paper_idm_variant():
+    released = timm.create_model('idnet_r50')
+    paper = timm.create_model('idnet_r50', idm_reduction=4)
+    assert released.layer2[2].integrate[0].out_channels == 2048 // 16
+    assert paper.layer2[2].integrate[0].out_channels == 2048 // 4
+    assert _params_wo_head(paper) > _params_wo_head(released)
+
+
+def test_model_class_is_exported():
+    assert isinstance(timm.create_model('vreid_r50'), SINet)
