@@ -51,7 +51,7 @@ def load_entry(path: str | Path) -> dict[str, Any]:
     return entry
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def zoo_entries() -> dict[str, dict[str, Any]]:
     """All zoo entries keyed by ``arch.tag`` name, in file-name order."""
     d = zoo_dir()

@@ -291,12 +291,12 @@ class SINet(nn.Module):
             plugins[2][i] = partial(
                 IntegrationDistribution,
                 thw=clip_len * hw['layer2'][0] * hw['layer2'][1], clip_len=clip_len, reduction=idm_reduction)
-        for i, pos in zip(sbm_after, sbm_split_pos):
+        for i, pos in zip(sbm_after, sbm_split_pos, strict=False):
             plugins[3][i] = partial(SalientToBroad, split_pos=pos, clip_len=clip_len)
 
         inplanes = 64
         self.feature_info = []
-        for stage, (planes, depth, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 1)), 1):
+        for stage, (planes, depth, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 1), strict=True), 1):
             downsample = None
             if stride != 1 or inplanes != planes * Bottleneck.expansion:
                 downsample = nn.Sequential(
