@@ -38,7 +38,10 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, checkpoint_seq, register_model
 from timm.models._registry import generate_default_cfgs
 
-__all__ = ['SINet', 'SINetOutput', 'SalientToBroad', 'IntegrationDistribution', 'checkpoint_filter_fn']
+__all__ = [
+    'SINet', 'SINetOutput', 'WeightsUnavailableError', 'SalientToBroad', 'IntegrationDistribution',
+    'checkpoint_filter_fn',
+]
 
 CLIP_LEN = 4  # frames per clip the temporal modules were trained on
 
@@ -502,7 +505,38 @@ def _create_sinet(variant: str, pretrained: bool = False, **kwargs) -> SINet:
         raise NotImplementedError(
             f'{variant} does not support features_only: its stages exchange information across frames. Use '
             'model.forward_features(clips) for the (B, T, 2048, h, w) maps.')
-    return build_model_with_cfg(SINet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    try:
+        return build_model_with_cfg(SINet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    except Exception as e:
+        if not pretrained or not _is_fetch_error(e):
+            raise
+        raise WeightsUnavailableError(_weights_help(variant, kwargs.get('pretrained_cfg'), e)) from e
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be downloaded or found in the local Hub cache."""
+
+
+def _is_fetch_error(e: BaseException) -> bool:
+    mod = type(e).__module__ or ''
+    return isinstance(e, OSError) or mod.startswith(('huggingface_hub', 'requests', 'httpx', 'urllib'))
+
+
+def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException) -> str:
+    tag = pretrained_cfg if isinstance(pretrained_cfg, str) else getattr(pretrained_cfg, 'tag', None)
+    name = f'{variant}.{tag}' if tag else variant
+    try:
+        from timm.models import get_pretrained_cfg
+        repo = get_pretrained_cfg(name).hf_hub_id
+    except Exception:  # an overlay or unknown tag: no repo to name
+        repo = None
+    where = f' from the Hugging Face Hub repo {repo}' if repo else ''
+    return (
+        f'could not get the pretrained weights of {name}{where}: {type(err).__name__}: {str(err).splitlines()[0]}\n'
+        'If you are offline, download them once with network access (they are then cached), or point '
+        'HF_HUB_CACHE at a cache that has them. Without the Hub, convert the authors\' released file: '
+        '`python -m sinet_timm.convert CHECKPOINT.pth.tar OUT_DIR` and load it with '
+        "timm.create_model('local-dir:OUT_DIR', pretrained=True). Use pretrained=False for random init.")
 
 
 def _cfg(**kwargs) -> dict[str, Any]:
