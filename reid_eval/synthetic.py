@@ -1,0 +1,574 @@
+"""Write small synthetic video re-ID datasets in each benchmark's real on-disk format.
+
+The folders are read by the same parsers as the real benchmarks (torchreid's for MARS, iLIDS-VID,
+PRID-2011 and DukeMTMC-VideoReID, :class:`reid_eval.datasets.LSVID` for LS-VID), so they exercise the whole
+evaluation pipeline on a CPU in seconds.  Every identity has a stable look (colours of head / upper body /
+legs, stripes, a bag) rendered with per-frame jitter and noise and a per-camera colour cast, so a model
+can tell identities apart but not trivially.  Output is deterministic for a given seed.
+
+Each dataset folder gets a ``synthetic_manifest.json`` with what a loader must return (query / gallery
+tracklets with torchreid's pid and camid semantics, per split), read it with :func:`load_manifest`.
+
+Command line: ``python -m reid_eval.synthetic KIND ROOT [--num-ids N] [--seed S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .datasets import DATASET_DIRS, VALID_DATASETS, canonical_name
+
+__all__ = ["MANIFEST_NAME", "DEFAULT_LENGTHS", "DEFAULT_NUM_IDS", "make_synthetic", "load_manifest",
+           "demo_dataset_root", "main"]
+
+MANIFEST_NAME = "synthetic_manifest.json"
+FORMAT_VERSION = 1
+
+DEFAULT_LENGTHS: tuple[int, ...] = (1, 2, 3, 5, 7, 12, 4, 9, 6, 16, 8, 10)
+"""Tracklet lengths, used in turn (query/gallery tracklets are written first, so they get all of them)."""
+
+DEFAULT_NUM_IDS: dict[str, int] = {"mars": 24, "lsvid": 24, "dukev": 24, "ilidsvid": 20, "prid2011": 20}
+
+_PALETTE = np.array([
+    (200, 30, 30), (30, 150, 50), (30, 60, 200), (230, 210, 40), (40, 200, 210), (200, 40, 190),
+    (240, 130, 20), (110, 40, 150), (235, 235, 235), (25, 25, 25), (120, 70, 30), (245, 150, 180),
+], dtype=np.float32)
+_SKIN = np.array([(224, 172, 140), (198, 134, 66), (141, 85, 36), (255, 219, 172)], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------
+# rendering
+
+
+@dataclass(frozen=True)
+class _Look:
+    upper: np.ndarray
+    lower: np.ndarray
+    skin: np.ndarray
+    stripe: np.ndarray | None
+    bag: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Camera:
+    gain: np.ndarray
+    bias: float
+    background: np.ndarray
+
+
+class _Painter:
+    """Renders frames of identities seen by cameras; all randomness comes from one seeded generator."""
+
+    def __init__(self, seed: int, img_size: tuple[int, int], num_cams: int, ext: str) -> None:
+        self.h, self.w = int(img_size[0]), int(img_size[1])
+        if self.h < 8 or self.w < 4:
+            raise ValueError(f"img_size {img_size} is too small (min 8x4)")
+        self.ext = ext
+        self.rng = np.random.default_rng(seed)
+        # identity looks: the first 132 identities get distinct (upper, lower) colour pairs, each with one
+        # of the 4 (stripes, bag) variants; the next rounds reuse the pairs with the other variants
+        n = len(_PALETTE)
+        pairs = [(u, lo) for u in range(n) for lo in range(n) if u != lo]
+        pairs = [pairs[i] for i in self.rng.permutation(len(pairs))]
+        self._combos = [(u, lo, *divmod((k + r) % 4, 2)) for r in range(4) for k, (u, lo) in enumerate(pairs)]
+        # camera: a colour cast (per-channel gain), a brightness offset and a tinted grey background
+        self.cams = {}
+        for c in range(1, num_cams + 1):
+            gain = self.rng.uniform(0.88, 1.12, 3).astype(np.float32)
+            bias = float(self.rng.uniform(-12, 12))
+            background = (self.rng.uniform(95, 165) + self.rng.uniform(-20, 20, 3)).astype(np.float32)
+            self.cams[c] = _Camera(gain=gain, bias=bias, background=background)
+        self.num_images = 0
+
+    def look(self, index: int) -> _Look:
+        """The look of identity number ``index`` (distinct for the first ~500 indices)."""
+        u, lo, s, b = self._combos[index % len(self._combos)]
+        n = len(_PALETTE)
+        return _Look(upper=_PALETTE[u], lower=_PALETTE[lo], skin=_SKIN[index % len(_SKIN)],
+                     stripe=_PALETTE[(u + 1 + index % (n - 1)) % n] if s else None,
+                     bag=_PALETTE[(lo + 3) % n] if b else None)
+
+    def random_look(self) -> _Look:
+        """A one-off look (MARS distractors: false detections that belong to nobody)."""
+        c = self.rng.integers(0, len(_PALETTE), 4)
+        return _Look(_PALETTE[c[0]], _PALETTE[c[1]], _SKIN[c[2] % len(_SKIN)],
+                     _PALETTE[c[3]] if c[3] % 2 else None, None)
+
+    def frame(self, look: _Look | None, cam: int) -> np.ndarray:
+        h, w, rng = self.h, self.w, self.rng
+        camera = self.cams[cam]
+        img = np.empty((h, w, 3), np.float32)
+        img[:] = camera.background
+        img += rng.normal(0, 10, (h, 1, 3)).astype(np.float32)  # horizontal background texture
+        if look is None:  # junk: background clutter only
+            img += rng.uniform(-60, 60, (h, w, 3)).astype(np.float32)
+        else:
+            j = max(1, w // 16)
+            dx, dy = (int(v) for v in rng.integers(-j, j + 1, 2))
+            cx = w / 2 + dx
+
+            def box(y0: float, y1: float, x0: float, x1: float, color: np.ndarray) -> None:
+                ya, yb = max(0, round(y0 * h) + dy), min(h, round(y1 * h) + dy)
+                xa, xb = max(0, round(x0)), min(w, round(x1))
+                if ya < yb and xa < xb:
+                    img[ya:yb, xa:xb] = color
+
+            box(0.04, 0.18, cx - 0.14 * w, cx + 0.14 * w, look.skin)
+            box(0.18, 0.56, cx - 0.28 * w, cx + 0.28 * w, look.upper)
+            if look.stripe is not None:
+                period = max(2, h // 16)
+                for y in np.arange(0.18 * h + period, 0.56 * h, 2 * period):
+                    box(y / h, (y + period) / h, cx - 0.28 * w, cx + 0.28 * w, look.stripe)
+            box(0.56, 0.93, cx - 0.23 * w, cx - 0.02 * w, look.lower)
+            box(0.56, 0.93, cx + 0.02 * w, cx + 0.23 * w, look.lower)
+            box(0.93, 0.99, cx - 0.25 * w, cx + 0.25 * w, np.array((35, 30, 30), np.float32))
+            if look.bag is not None:
+                box(0.30, 0.60, cx + 0.28 * w, cx + 0.42 * w, look.bag)
+        img = img * camera.gain * float(rng.normal(1.0, 0.05)) + camera.bias
+        img += rng.normal(0, 6, img.shape).astype(np.float32)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def write(self, path: Path, look: _Look | None, cam: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = self.frame(look, cam)
+        if self.ext == "jpg":
+            Image.fromarray(arr).save(path, quality=92)
+        else:
+            Image.fromarray(arr).save(path)
+        self.num_images += 1
+
+
+class _Lengths:
+    def __init__(self, lengths: Sequence[int]) -> None:
+        self.lengths = [int(n) for n in lengths]
+        if not self.lengths or min(self.lengths) < 1:
+            raise ValueError(f"tracklet lengths must be >= 1, got {lengths}")
+        self.i = 0
+
+    def next(self) -> int:
+        n = self.lengths[self.i % len(self.lengths)]
+        self.i += 1
+        return n
+
+
+_Written = tuple[list[Path], int, int]  # (frame paths, pid, camera) of a written tracklet
+
+
+def _entry(root: Path, frames: list[Path], pid: int, camid: int) -> dict[str, Any]:
+    return {"frames": [p.relative_to(root).as_posix() for p in frames], "pid": int(pid), "camid": int(camid)}
+
+
+def _pick_pids(rng: np.random.Generator, n: int, high: int) -> list[int]:
+    return sorted(int(p) for p in rng.choice(np.arange(1, high + 1), size=n, replace=False))
+
+
+def _split_ids(rng: np.random.Generator, pids: list[int]) -> tuple[list[int], list[int]]:
+    """One third of the identities for training, the rest for testing (both sorted)."""
+    order = rng.permutation(len(pids))
+    n_train = max(2, len(pids) // 3)
+    train = sorted(pids[i] for i in order[:n_train])
+    test = sorted(pids[i] for i in order[n_train:])
+    return train, test
+
+
+def _cams(rng: np.random.Generator, num_cams: int, k: int) -> list[int]:
+    return sorted(int(c) for c in rng.choice(np.arange(1, num_cams + 1), size=k, replace=False))
+
+
+# --------------------------------------------------------------------------------------------------------
+# per-format writers: each returns the manifest's "splits" and "info"
+
+
+def _make_mars(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Lengths) -> tuple[list, dict]:
+    rng = p.rng
+    pids = _pick_pids(rng, num_ids, 1500)
+    train_pids, test_pids = _split_ids(rng, pids)
+    looks = {pid: p.look(i) for i, pid in enumerate(pids)}
+
+    def pid_str(pid: int) -> str:
+        return "00-1" if pid == -1 else f"{pid:04d}"
+
+    def write_split(home: str, plan: list[tuple[int, int, _Look | None]]) -> list[_Written]:
+        counters: dict[tuple[int, int], int] = {}
+        out = []
+        for pid, cam, look in plan:
+            t = counters[(pid, cam)] = counters.get((pid, cam), 0) + 1
+            n = lengths.next()
+            name = f"{pid_str(pid)}C{cam}T{t:04d}"
+            frames = [ds / home / pid_str(pid) / f"{name}F{f:03d}.jpg" for f in range(1, n + 1)]
+            for fr in frames:
+                p.write(fr, look, cam)
+            out.append((frames, pid, cam))
+        return out
+
+    # test: 2-3 cameras per identity, 1-2 tracklets per camera; the first identity has exactly one
+    # tracklet per camera, so all of them are queries (MARS's reason to rank against query + gallery)
+    plan: list[tuple[int, int, _Look | None]] = []
+    for k, pid in enumerate(test_pids):
+        for cam in _cams(rng, 6, 2 if k == 0 else int(rng.integers(2, 4))):
+            plan += [(pid, cam, looks[pid])] * (1 if k == 0 else int(rng.integers(1, 3)))
+    plan += [(0, int(rng.integers(1, 7)), p.random_look()) for _ in range(3)]  # distractors
+    plan += [(-1, int(rng.integers(1, 7)), None) for _ in range(2)]  # junk
+    test = write_split("bbox_test", plan)
+    train = write_split("bbox_train",
+                        [(pid, cam, looks[pid]) for pid in train_pids for cam in _cams(rng, 6, 2)])
+
+    def write_info(kind: str, tracklets: list[_Written]) -> list[_Written]:
+        tracklets = sorted(tracklets, key=lambda t: t[0][0].name)  # rows follow the sorted name list
+        names, rows = [], []
+        for frames, pid, cam in tracklets:
+            rows.append((len(names) + 1, len(names) + len(frames), pid, cam))
+            names += [f.name for f in frames]
+        (ds / "info").mkdir(parents=True, exist_ok=True)
+        (ds / "info" / f"{kind}_name.txt").write_text("".join(n + "\n" for n in names))
+        from scipy.io import savemat
+
+        savemat(str(ds / "info" / f"tracks_{kind}_info.mat"),
+                {f"track_{kind}_info": np.asarray(rows, dtype=np.int32)})
+        return tracklets
+
+    test = write_info("test", test)
+    train = write_info("train", train)
+    seen: set[tuple[int, int]] = set()
+    query_rows = []
+    for i, (_, pid, cam) in enumerate(test):
+        if pid > 0 and (pid, cam) not in seen:
+            seen.add((pid, cam))
+            query_rows.append(i)
+    from scipy.io import savemat
+
+    savemat(str(ds / "info" / "query_IDX.mat"),
+            {"query_IDX": np.asarray([i + 1 for i in query_rows], dtype=np.int32).reshape(1, -1)})
+    qset = set(query_rows)
+    query = [_entry(root, test[i][0], test[i][1], test[i][2] - 1) for i in query_rows]
+    gallery = [_entry(root, f, pid, cam - 1) for i, (f, pid, cam) in enumerate(test)
+               if i not in qset and pid != -1]
+    split = {"query": query, "gallery": gallery, "num_train_tracklets": len(train),
+             "num_train_pids": len(train_pids)}
+    info = {"query_IDX": [i + 1 for i in query_rows], "num_test_rows": len(test),
+            "num_junk_tracklets": sum(1 for t in test if t[1] == -1),
+            "num_distractor_tracklets": sum(1 for t in test if t[1] == 0),
+            "train_pids": train_pids, "test_pids": test_pids}
+    return [split], info
+
+
+def _make_two_camera(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Lengths,
+                     kind: str) -> tuple[list, dict]:
+    """iLIDS-VID and PRID-2011: one sequence per person and camera, 10 random half/half splits."""
+    rng = p.rng
+    if num_ids < 4 or num_ids % 2:
+        raise ValueError(f"{kind} needs an even number of identities >= 4, got {num_ids}")
+    if kind == "ilidsvid":
+        numbers = _pick_pids(rng, num_ids, max(319, num_ids))  # real person numbers 1..319 have gaps
+        persons = [f"person{n:03d}" for n in numbers]
+        cam_dirs = [ds / "i-LIDS-VID" / "sequences" / "cam1", ds / "i-LIDS-VID" / "sequences" / "cam2"]
+    else:
+        persons = [f"person_{n:04d}" for n in range(1, num_ids + 1)]
+        cam_dirs = [ds / "prid_2011" / "multi_shot" / "cam_a", ds / "prid_2011" / "multi_shot" / "cam_b"]
+    frames: dict[tuple[str, int], list[Path]] = {}
+    for k, person in enumerate(persons):
+        for c, cdir in enumerate(cam_dirs):
+            n = lengths.next()
+            if kind == "ilidsvid":
+                start = int(rng.integers(1, 400))
+                names = [f"cam{c + 1}_{person}_{start + f:05d}.png" for f in range(n)]
+            else:
+                names = [f"{f:04d}.png" for f in range(1, n + 1)]
+            frames[(person, c)] = [cdir / person / nm for nm in names]
+            for fr in frames[(person, c)]:
+                p.write(fr, p.look(k), c + 1)
+    extra = {}
+    if kind == "prid2011":  # persons 0201+ in real PRID are different people in each camera, and unused
+        for c, (cdir, count) in enumerate(zip(cam_dirs, (3, 5), strict=True)):
+            extra[cdir.name] = []
+            for j in range(count):
+                person = f"person_{num_ids + 1 + j:04d}"
+                look = p.look(num_ids + 1 + j + 10 * c)
+                for f in range(1, lengths.next() + 1):
+                    p.write(cdir / person / f"{f:04d}.png", look, c + 1)
+                extra[cdir.name].append(person)
+
+    perms = [rng.permutation(num_ids) for _ in range(10)]
+    half = num_ids // 2
+    splits, split_dirs = [], []
+    for perm in perms:
+        test = sorted(persons[i] for i in perm[:half])
+        train = sorted(persons[i] for i in perm[half:])
+        split_dirs.append({"train": train, "test": test})
+        splits.append({
+            "query": [_entry(root, frames[(d, 0)], i, 0) for i, d in enumerate(test)],
+            "gallery": [_entry(root, frames[(d, 1)], i, 1) for i, d in enumerate(test)],
+            "num_train_tracklets": 2 * len(train), "num_train_pids": len(train),
+            "train_dirs": train, "test_dirs": test,
+        })
+    if kind == "ilidsvid":
+        from scipy.io import savemat
+
+        # ls_set: one row per split, a permutation of 1-based indices into the sorted person list; the
+        # first half of a row is the test set (MATLAB doubles, as in the original file)
+        ls_set = np.stack([perm + 1 for perm in perms]).astype(np.float64)
+        (ds / "train-test people splits").mkdir(parents=True, exist_ok=True)
+        savemat(str(ds / "train-test people splits" / "train_test_splits_ilidsvid.mat"), {"ls_set": ls_set})
+    else:
+        with open(ds / "splits_prid2011.json", "w") as f:
+            json.dump(split_dirs, f, indent=4, separators=(",", ": "))
+    return splits, {"persons": persons, "single_camera_persons": extra}
+
+
+def _make_dukev(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Lengths) -> tuple[list, dict]:
+    rng = p.rng
+    pids = _pick_pids(rng, num_ids + 3, 7140)
+    distractors = sorted(int(x) for x in rng.choice(pids, 3, replace=False))
+    pids = [x for x in pids if x not in distractors]
+    train_pids, test_pids = _split_ids(rng, pids)
+    looks = {pid: p.look(i) for i, pid in enumerate(pids + distractors)}
+    base = ds / "DukeMTMC-VideoReID"
+    tids: dict[int, int] = {}
+    counter = [0]
+    offset_done = [False]
+
+    def tracklet(sub: str, pid: int, cam: int) -> tuple[list[Path], list[Path]]:
+        tid = tids[pid] = tids.get(pid, 0) + 1
+        n = lengths.next()
+        first = 1
+        if sub == "gallery" and n >= 3 and not offset_done[0]:
+            first = 2  # some real tracklets start at F0002; torchreid then keeps F0002..F{n} only
+            offset_done[0] = True
+        frames = []
+        for f in range(first, first + n):
+            counter[0] += 1
+            name = f"{pid:04d}_C{cam}_F{f:04d}_X{counter[0]:05d}.jpg"
+            frames.append(base / sub / f"{pid:04d}" / f"{tid:04d}" / name)
+            p.write(frames[-1], looks[pid], cam)
+        kept = [fr for fr in frames if int(fr.name.split("_F")[1][:4]) <= n]
+        return frames, kept
+
+    query, gallery = [], []
+    for pid in test_pids:
+        cams = _cams(rng, 8, int(rng.integers(2, 4)))
+        _, kept = tracklet("query", pid, cams[0])
+        query.append(_entry(root, kept, pid, cams[0] - 1))
+        for cam in cams[1:] + ([cams[0]] if rng.random() < 0.3 else []):
+            _, kept = tracklet("gallery", pid, cam)
+            gallery.append(_entry(root, kept, pid, cam - 1))
+    for pid in distractors:  # identities that only occur in the gallery
+        cam = int(rng.integers(1, 9))
+        _, kept = tracklet("gallery", pid, cam)
+        gallery.append(_entry(root, kept, pid, cam - 1))
+    num_train = 0
+    for pid in train_pids:
+        for cam in _cams(rng, 8, 2):
+            tracklet("train", pid, cam)
+            num_train += 1
+    split = {"query": query, "gallery": gallery, "num_train_tracklets": num_train,
+             "num_train_pids": len(train_pids)}
+    return [split], {"distractor_pids": distractors, "train_pids": train_pids, "test_pids": test_pids,
+                     "offset_start_tracklets": 1 if offset_done[0] else 0}
+
+
+def _make_lsvid(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Lengths) -> tuple[list, dict]:
+    rng = p.rng
+    pids = _pick_pids(rng, num_ids, 3772)
+    train_pids, test_pids = _split_ids(rng, pids)
+    looks = {pid: p.look(i) for i, pid in enumerate(pids)}
+    track = [0]
+
+    def tracklet(home: str, pid: int, cam: int) -> tuple[str, list[Path]]:
+        track[0] += 1
+        prefix = f"{home}/{pid:04d}/{track[0]:05d}_"
+        start, x = int(rng.integers(1, 5000)), int(rng.integers(0, 100))
+        frames = [ds / f"{prefix}{start + f:05d}_{cam:02d}_{x:02d}.jpg" for f in range(lengths.next())]
+        for fr in frames:
+            p.write(fr, looks[pid], cam)
+        return prefix, frames
+
+    test_rows: list[tuple[str, list[Path], int, int]] = []
+    query_rows = []
+    for pid in test_pids:
+        cams = _cams(rng, 15, int(rng.integers(2, 4)))
+        for j, cam in enumerate(cams + [cams[-1]] * int(rng.integers(0, 2))):
+            if j == 0:
+                query_rows.append(len(test_rows))
+            prefix, frames = tracklet("tracklet_test", pid, cam)
+            test_rows.append((prefix, frames, pid, cam))
+    train_lines = []
+    for pid in train_pids:
+        for cam in _cams(rng, 15, 2):
+            prefix, _ = tracklet("tracklet_train", pid, cam)
+            train_lines.append(f"{prefix} {pid}\n")
+    (ds / "list_sequence").mkdir(parents=True, exist_ok=True)
+    (ds / "list_sequence" / "list_seq_train.txt").write_text("".join(train_lines))
+    (ds / "list_sequence" / "list_seq_test.txt").write_text("".join(f"{r[0]} {r[2]}\n" for r in test_rows))
+    write_matlab_v73(ds / "test" / "data" / "info_test.mat",
+                     {"query": np.asarray([i + 1 for i in query_rows], np.float64).reshape(-1, 1)})
+    qset = set(query_rows)
+    split = {
+        "query": [_entry(root, test_rows[i][1], test_rows[i][2], test_rows[i][3] - 1) for i in query_rows],
+        "gallery": [_entry(root, f, pid, cam - 1) for i, (_, f, pid, cam) in enumerate(test_rows)
+                    if i not in qset],
+        "num_train_tracklets": len(train_lines), "num_train_pids": len(train_pids),
+    }
+    return [split], {"query": [i + 1 for i in query_rows], "num_test_rows": len(test_rows),
+                     "train_pids": train_pids, "test_pids": test_pids}
+
+
+def write_matlab_v73(path: str | Path, variables: dict[str, np.ndarray]) -> None:
+    """Write numeric arrays as a MATLAB v7.3 .mat (HDF5 with MATLAB's 512-byte header).
+
+    Arrays are given in MATLAB's (row, column) shape and stored transposed, as MATLAB does, so a MATLAB
+    column vector ``(n, 1)`` becomes an HDF5 dataset of shape ``(1, n)``.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, arr in variables.items():
+            arr = np.atleast_2d(np.asarray(arr, dtype=np.float64))
+            d = f.create_dataset(name, data=arr.T)
+            d.attrs["MATLAB_class"] = np.bytes_("double")
+    text = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2019 "
+            b"HDF5 schema 1.00 .").ljust(116, b" ")
+    header = text + b"\x00" * 8 + (0x0200).to_bytes(2, "little") + b"IM"
+    with open(path, "r+b") as fh:
+        fh.write(header.ljust(512, b"\x00"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# public API
+
+
+_FORMATS: dict[str, tuple[int, str]] = {  # kind -> (number of cameras, image extension)
+    "mars": (6, "jpg"), "lsvid": (15, "jpg"), "ilidsvid": (2, "png"), "prid2011": (2, "png"),
+    "dukev": (8, "jpg"),
+}
+
+
+def make_synthetic(
+    kind: str,
+    root: str | Path,
+    *,
+    num_ids: int | None = None,
+    seed: int = 0,
+    img_size: tuple[int, int] = (64, 32),
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    reuse: bool = True,
+) -> Path:
+    """Write a small synthetic dataset in ``kind``'s real format under ``root`` and return ``root``.
+
+    ``root`` is what :func:`reid_eval.datasets.load_dataset` takes: the dataset goes to
+    ``root/<dataset folder>`` (``mars``, ``LS-VID``, ``ilids-vid``, ``prid2011``, ``dukemtmc-vidreid``).
+
+    Args:
+        kind: dataset format (``mars``, ``lsvid``, ``ilidsvid``, ``prid2011``, ``dukev`` or an alias).
+        num_ids: number of identities (default :data:`DEFAULT_NUM_IDS`; even and >= 4 for the 2-camera sets).
+        seed: everything (identities, looks, splits, noise) is a function of the seed.
+        img_size: (height, width) of the frames.
+        lengths: tracklet lengths, used in turn.
+        reuse: keep an existing synthetic folder written with the same parameters instead of rewriting it.
+
+    An existing dataset folder is replaced only if it is a synthetic one (it has a manifest); a real
+    dataset is never touched (FileExistsError).
+    """
+    kind = canonical_name(kind)
+    num_ids = DEFAULT_NUM_IDS[kind] if num_ids is None else int(num_ids)
+    if num_ids < 4:
+        raise ValueError(f"num_ids must be >= 4, got {num_ids}")
+    root = Path(root).expanduser().absolute()
+    ds = root / DATASET_DIRS[kind]
+    params = {"num_ids": num_ids, "seed": int(seed), "img_size": [int(img_size[0]), int(img_size[1])],
+              "lengths": [int(n) for n in lengths]}
+    if ds.exists():
+        manifest_path = ds / MANIFEST_NAME
+        if not manifest_path.exists():
+            raise FileExistsError(f"{ds} exists and is not a synthetic dataset (no {MANIFEST_NAME}); "
+                                  "refusing to overwrite it")
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if reuse and old.get("params") == params and old.get("version") == FORMAT_VERSION:
+            return root
+        shutil.rmtree(ds)
+    num_cams, ext = _FORMATS[kind]
+    painter = _Painter(seed, (img_size[0], img_size[1]), num_cams, ext)
+    seq = _Lengths(lengths)
+    root.mkdir(parents=True, exist_ok=True)
+    # write into a temporary folder next to the target, then rename: no half-written dataset remains
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRS[kind]}.tmp", dir=root))
+    try:
+        work = tmp / DATASET_DIRS[kind]
+        work.mkdir()
+        if kind == "mars":
+            splits, info = _make_mars(tmp, work, painter, num_ids, seq)
+        elif kind == "lsvid":
+            splits, info = _make_lsvid(tmp, work, painter, num_ids, seq)
+        elif kind == "dukev":
+            splits, info = _make_dukev(tmp, work, painter, num_ids, seq)
+        else:
+            splits, info = _make_two_camera(tmp, work, painter, num_ids, seq, kind)
+        manifest = {"kind": kind, "version": FORMAT_VERSION, "dataset_dir": DATASET_DIRS[kind],
+                    "params": params, "num_images": painter.num_images, "splits": splits, "info": info}
+        (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+        os.replace(work, ds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def load_manifest(kind: str, root: str | Path) -> dict[str, Any]:
+    """The manifest :func:`make_synthetic` wrote: ``splits[i]`` holds the expected ``query`` / ``gallery``
+    entries (``frames`` relative to ``root``, ``pid``, ``camid``) and train counts of split ``i``."""
+    kind = canonical_name(kind)
+    return json.loads((Path(root).expanduser() / DATASET_DIRS[kind] / MANIFEST_NAME).read_text())
+
+
+def demo_dataset_root(cache_dir: str | Path | None = None, *, seed: int = 0) -> Path:
+    """Root of the small MARS-format dataset used by ``--dataset synthetic`` (written on first use).
+
+    Goes to ``cache_dir`` or ``$SINET_TIMM_CACHE`` or ``$XDG_CACHE_HOME/sinet-timm`` (``~/.cache``) under
+    ``synthetic-mars/``; load it with ``load_dataset("mars", root)``.
+    """
+    if cache_dir is None:
+        base = os.environ.get("SINET_TIMM_CACHE") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sinet-timm")
+        cache_dir = base
+    return make_synthetic("mars", Path(cache_dir) / "synthetic-mars", seed=seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m reid_eval.synthetic KIND ROOT``: write a synthetic dataset and print a summary."""
+    parser = argparse.ArgumentParser(prog="python -m reid_eval.synthetic", description=__doc__.split("\n")[0])
+    parser.add_argument("kind", help=f"dataset format: {', '.join(VALID_DATASETS)}")
+    parser.add_argument("root", help="folder to write the dataset folder into")
+    parser.add_argument("--num-ids", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=32)
+    args = parser.parse_args(argv)
+    try:
+        root = make_synthetic(args.kind, args.root, num_ids=args.num_ids, seed=args.seed,
+                              img_size=(args.height, args.width))
+    except (ValueError, FileExistsError) as exc:
+        parser.error(str(exc))
+    m = load_manifest(args.kind, root)
+    s = m["splits"][0]
+    print(f"wrote {m['kind']} ({m['num_images']} images) to {root / m['dataset_dir']}: "
+          f"{len(s['query'])} query / {len(s['gallery'])} gallery tracklets, {len(m['splits'])} split(s)")
+    print(f"load it with: reid_eval.datasets.load_dataset({m['kind']!r}, {str(root)!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
