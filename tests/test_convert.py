@@ -1,0 +1,133 @@
+"""Released checkpoints -> our models: same embeddings as the released computation, and clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from released_reference import make_released_state_dict, released_forward, save_released_checkpoint
+
+from sinet_timm.convert import CheckpointError, convert, load_released, main
+
+ARCHS = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50', 'resnet50': 'vreid_r50'}
+
+
+@pytest.fixture(scope='module')
+def clips() -> torch.Tensor:
+    g = torch.Generator().manual_seed(123)
+    return torch.randn(2, 4, 3, 256, 128, generator=g)  # (B, T, C, H, W)
+
+
+@pytest.mark.parametrize('released_arch', list(ARCHS))
+def test_converted_checkpoint_matches_released_computation(released_arch, clips, tmp_path):
+    src = tmp_path / 'checkpoint_ep150.pth.tar'
+    sd = save_released_checkpoint(src, released_arch, seed=7)
+    out = tmp_path / 'hub'
+    assert main([str(src), str(out), '--arch', ARCHS[released_arch], '--dataset', 'mars']) == 0
+    assert {p.name for p in out.iterdir()} == {'model.safetensors', 'config.json'}
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == ARCHS[released_arch] and cfg['num_classes'] == 625
+    assert cfg['reid']['frames_per_clip'] == 4 and cfg['reid']['dataset'] == 'mars'
+    assert len(cfg['source']['sha256']) == 64
+
+    model = timm.create_model(f'local-dir:{out}', pretrained=True, num_classes=0).eval()
+    with torch.no_grad():
+        ours = model(clips)
+        ref = released_forward(sd, clips.transpose(1, 2), released_arch).mean(-1)  # (B, C, T) -> (B, C)
+    assert (ours - ref).abs().max().item() <= 1e-4
+    # the classifier and the frame projection come along for fine-tuning
+    full = timm.create_model(f'local-dir:{out}', pretrained=True)
+    torch.testing.assert_close(full.classifier.weight, sd['classifier.weight'])
+    if released_arch in ('sinet', 'sbnet'):
+        torch.testing.assert_close(full.projection.weight, sd['projection.weight'])
+
+
+def test_eight_frame_clips_match_released_sbm(tmp_path):
+    """The released SBM treats T=8 as two 4-frame groups; so do we (for any multiple of 4)."""
+    sd = make_released_state_dict('sbnet', seed=3)
+    model = timm.create_model('sbnet_r50', num_classes=625)
+    from sinet_timm import checkpoint_filter_fn
+    model.load_state_dict(checkpoint_filter_fn(sd, model))
+    x = torch.randn(1, 8, 3, 256, 128, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ours = model.eval().forward_head(model.forward_features(x), pre_logits=True)
+        ref = released_forward(sd, x.transpose(1, 2), 'sbnet').mean(-1)
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_direct_load_through_timm_pretrained_overlay(tmp_path, clips):
+    """timm's own `file=` overlay accepts the authors' .pth.tar through checkpoint_filter_fn."""
+    src = tmp_path / 'idnet.pth.tar'
+    sd = save_released_checkpoint(src, 'idnet', seed=1)
+    m = timm.create_model('idnet_r50', pretrained=True, num_classes=0,
+                          pretrained_cfg_overlay=dict(file=str(src))).eval()
+    with torch.no_grad():
+        ref = released_forward(sd, clips.transpose(1, 2), 'idnet').mean(-1)
+        assert (m(clips) - ref).abs().max().item() <= 1e-4
+
+
+def test_arch_inferred_and_module_prefix(tmp_path):
+    sd = make_released_state_dict('sbnet', num_classes=11, seed=2)
+    path = tmp_path / 'dp.pth.tar'
+    torch.save({'state_dict': {f'module.{k}': v for k, v in sd.items()}, 'epoch': 3}, path)  # DataParallel
+    m = load_released(path)
+    assert m.pretrained_cfg['architecture'] == 'sbnet_r50' and m.num_classes == 11
+
+
+def test_wrong_architecture_names_the_differences(tmp_path):
+    src = tmp_path / 'sbnet.pth.tar'
+    save_released_checkpoint(src, 'sbnet')
+    with pytest.raises(CheckpointError) as e:
+        load_released(src, 'sinet_r50')
+    msg = str(e.value)
+    assert 'does not match sinet_r50' in msg and 'looks like sbnet_r50' in msg
+    assert 'missing from the checkpoint' in msg and 'layer2.2.integrate' in msg
+
+
+def test_shape_mismatch_is_reported(tmp_path):
+    sd = make_released_state_dict('resnet50', seed=0)
+    sd['layer4.2.conv3.weight'] = sd['layer4.2.conv3.weight'][:, :256]
+    path = tmp_path / 'bad.pth.tar'
+    torch.save({'state_dict': sd}, path)
+    with pytest.raises(CheckpointError, match=r'shape differences.*layer4\.2\.conv3\.weight'):
+        load_released(path)
+
+
+@pytest.mark.parametrize('content,match', [
+    (b'not a checkpoint at all', 'not a PyTorch checkpoint'),
+    (None, 'does not hold a state dict'),
+])
+def test_not_a_checkpoint(tmp_path, content, match):
+    path = tmp_path / 'x.pth.tar'
+    if content is None:
+        torch.save({'epoch': 3, 'rank1': 0.9}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_released(path)
+    assert main([str(path), str(tmp_path / 'out')]) == 2
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ('executed',))
+    path = tmp_path / 'evil.pth.tar'
+    torch.save({'state_dict': Evil()}, path)
+    with pytest.raises(CheckpointError, match='weights_only=True'):
+        load_released(path)
+
+
+def test_output_folder_is_not_overwritten_and_sha_checked(tmp_path):
+    src = tmp_path / 'm.pth.tar'
+    save_released_checkpoint(src, 'resnet50')
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'notes.txt').write_text('mine')
+    with pytest.raises(FileExistsError, match='--overwrite'):
+        convert(src, out)
+    assert (out / 'notes.txt').read_text() == 'mine'
+    with pytest.raises(CheckpointError, match='sha256 of .* expected 00'):
+        convert(src, tmp_path / 'new', expected_sha256='00' * 32)
+    assert not (tmp_path / 'new').exists()
