@@ -1,0 +1,212 @@
+"""Feature extraction for video re-ID evaluation: clips batched across tracklets, cached and resumable.
+
+Every tracklet is turned into clips by the test protocol (:mod:`reid_eval.protocol`). All clips of all tracklets
+are batched together (the released code ran one tracklet per batch) and decoded by DataLoader workers. Clip
+embeddings are written to the feature cache in shards with an atomic rename, so an interrupted run resumes from
+the last finished shard, and a rerun with the same weights, dataset, split and mode reuses the features.
+With ``torchrun`` the shards are divided between ranks; rank 0 gathers them from the cache and ranks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from .protocol import make_clips
+
+Tracklet = tuple[Sequence[str], int, int]  # (frame paths, pid, camid), as torchreid's datasets give
+
+
+class FrameReadError(OSError):
+    """A frame image could not be read or decoded."""
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Content hash of a model's state dict (names, dtypes, shapes and values), whatever file it came from."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f'{k}:{t.dtype}:{tuple(t.shape)};'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+
+class ClipDataset(Dataset):
+    """Decodes and preprocesses the frames of one clip per item: returns ((T, 3, H, W) tensor, clip index)."""
+
+    def __init__(self, clips: Sequence[tuple[str, ...]], transform):
+        self.clips = clips
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _load(self, path: str) -> Image.Image:
+        try:
+            with Image.open(path) as img:
+                return img.convert('RGB')
+        except (OSError, SyntaxError, ValueError) as e:
+            raise FrameReadError(
+                f'cannot read frame {path}: {e}. Replace or delete the file (and its entry in the dataset lists); '
+                'finished feature shards are kept, so a rerun resumes where this one stopped.') from None
+
+    def __getitem__(self, i: int):
+        return torch.stack([self.transform(self._load(p)) for p in self.clips[i]]), i
+
+
+@dataclass
+class ExtractPlan:
+    """The clips of a list of tracklets and which tracklet each clip belongs to."""
+
+    clips: list[tuple[str, ...]]
+    owner: list[int]
+    num_tracklets: int
+    mode: str
+
+    @classmethod
+    def build(cls, tracklets: Sequence[Tracklet], mode: str, clip_len: int = 4) -> ExtractPlan:
+        clips, owner = [], []
+        for t, (paths, pid, _camid) in enumerate(tracklets):
+            if len(paths) == 0:
+                raise ValueError(f'tracklet {t} (identity {pid}) has no frames; fix or remove it from the dataset')
+            for c in make_clips(paths, mode, clip_len):
+                clips.append(c)
+                owner.append(t)
+        return cls(clips, owner, len(tracklets), mode)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for o, c in zip(self.owner, self.clips, strict=True):
+            h.update(f'{o}|{"|".join(c)}\n'.encode())
+        return h.hexdigest()
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(c) for c in self.clips)
+
+
+@dataclass
+class ExtractStats:
+    frames: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    cached_shards: int = 0
+    computed_shards: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float('nan')
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def extract_features(
+        model: torch.nn.Module,
+        plan: ExtractPlan,
+        transform,
+        cache_dir: Path | None,
+        device: torch.device,
+        batch_clips: int = 32,
+        workers: int = 4,
+        amp: str = 'off',
+        shard_clips: int = 2048,
+        progress: bool = True,
+) -> tuple[torch.Tensor | None, ExtractStats]:
+    """Embed every tracklet of ``plan``: the mean of its clip embeddings. Returns (num_tracklets, D) on rank 0.
+
+    ``cache_dir`` holds one ``shard_XXXXX.safetensors`` per ``shard_clips`` clips; existing shards are reused.
+    Other ranks return ``None`` after writing their shards.
+    """
+    rank, world = _dist_info()
+    stats = ExtractStats()
+    n_shards = max(1, -(-len(plan.clips) // shard_clips))
+    shard_path = (lambda s: cache_dir / f'shard_{s:05d}.safetensors') if cache_dir is not None else None
+    mine = [s for s in range(n_shards) if s % world == rank]
+    todo = [s for s in mine if shard_path is None or not shard_path(s).exists()]
+    stats.cached_shards = len(mine) - len(todo)
+    results: dict[int, torch.Tensor] = {}
+    autocast_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
+    use_cuda = device.type == 'cuda'
+
+    bar = None
+    if progress and rank == 0 and todo:
+        from tqdm.auto import tqdm
+        total = sum(len(plan.clips[s * shard_clips:(s + 1) * shard_clips]) for s in todo) * len(plan.clips[0])
+        bar = tqdm(total=total, unit='frame', unit_scale=True, desc=f'extract ({plan.mode})', dynamic_ncols=True)
+    t0 = time.perf_counter()
+    model.eval()
+    for s in todo:
+        lo, hi = s * shard_clips, min((s + 1) * shard_clips, len(plan.clips))
+        loader = DataLoader(
+            ClipDataset(plan.clips[lo:hi], transform), batch_size=batch_clips, shuffle=False,
+            num_workers=workers, pin_memory=use_cuda, persistent_workers=False)
+        out = torch.empty(hi - lo, model.num_features)
+        with torch.inference_mode():
+            for x, idx in loader:
+                x = x.to(device, non_blocking=True)
+                if use_cuda:
+                    x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                tm = time.perf_counter()
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    emb = model(x)
+                out[idx] = emb.float().cpu()  # .cpu() waits for the GPU, so model time is measured
+                stats.model_seconds += time.perf_counter() - tm
+                stats.clips += len(idx)
+                stats.frames += x.shape[0] * x.shape[1]
+                if bar is not None:
+                    bar.update(x.shape[0] * x.shape[1] * world)
+                    bar.set_postfix(fps=f'{stats.frames * world / (time.perf_counter() - t0):.0f}')
+        if shard_path is not None:
+            _atomic_save({'emb': out}, shard_path(s))
+        results[s] = out
+        stats.computed_shards += 1
+    stats.seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            return None, stats
+    shards = [results[s] if s in results else load_file(str(shard_path(s)))['emb'] for s in range(n_shards)]
+    clip_emb = torch.cat(shards) if shards else torch.empty(0, model.num_features)
+    owner = torch.tensor(plan.owner, dtype=torch.long)
+    feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)
+    counts = torch.bincount(owner, minlength=plan.num_tracklets).clamp_min(1).unsqueeze(1)
+    return feats / counts, stats
+
+
+def cache_folder(root: Path, weights: str, dataset: str, split: int, plan: ExtractPlan) -> Path:
+    """Cache folder of one (weights, dataset, split, mode) combination; the plan digest guards stale lists."""
+    return root / weights[:16] / f'{dataset}-split{split}-{plan.mode}-{plan.digest()[:12]}'
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / 'meta.json'
+    if not p.exists():
+        tmp = folder / f'.meta.{os.getpid()}.tmp'
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, p)
