@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'synthetic demo)')
     p.add_argument('--checkpoint', help="a released .pth.tar or converted .safetensors to evaluate instead of Hub "
                                         "weights (architecture inferred from its keys unless --model names one)")
-    p.add_argument('--no-pretrained', action='store_true', help='random weights (smoke tests)')
+    p.add_argument('--no-pretrained', action='store_true',
+                   help='random weights drawn with --seed (smoke tests, offline demos)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the --no-pretrained weights')
     p.add_argument('--dataset', default=SYNTHETIC,
                    help='mars, lsvid, ilidsvid, prid2011, dukev, or synthetic (a small generated MARS-format set)')
     p.add_argument('--root', help='folder holding the dataset folder (e.g. DATA for DATA/mars)')
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA)')
     p.add_argument('--rank-chunk', type=int, default=256, help='queries per distance-matrix chunk')
+    p.add_argument('--shard-clips', type=int, default=2048,
+                   help='clips per cached feature shard (the unit of resumption after an interruption)')
     p.add_argument('--no-progress', action='store_true')
     return p
 
@@ -131,7 +135,8 @@ def _fmt(v: float | None) -> str:
 
 
 def print_results(title: str, ours: dict[str, Any], paper: dict[str, float], std: dict[str, float] | None = None,
-                  file=sys.stdout) -> None:
+                  file=None) -> None:
+    file = file or sys.stdout
     keys = ['mAP'] + [f'rank{r}' for r in RANKS]
     print(f'\n{title}', file=file)
     print('          ' + ''.join(f'{k:>9}' for k in keys), file=file)
@@ -161,7 +166,7 @@ def evaluate_split(model, args, dataset: str, root: Path, split: int, device: to
         amp = 'bf16'
     feats, stats = extract_features(
         model, plan, transform, cache, device, batch_clips=args.batch_clips, workers=args.workers, amp=amp,
-        progress=not args.no_progress)
+        shard_clips=args.shard_clips, progress=not args.no_progress)
     if feats is None:  # a non-zero rank: its shards are written
         return {}
     nq = len(query)
@@ -239,8 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise EvalError(f"--split must be an integer or 'all', got {args.split!r}") from e
 
-    if dataset_arg == SYNTHETIC and args.no_pretrained:
-        torch.manual_seed(0)  # the demo's random weights are the same on every run
+    if args.no_pretrained:
+        torch.manual_seed(args.seed)  # random weights are the same on every run, so their features cache
     model, source, arch = load_model(args)
     model = model.to(device)
     if device.type == 'cuda':

@@ -1,0 +1,217 @@
+"""reid_eval: protocols, ranking against an independent computation, the CLI end to end, cache and resume."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reid_eval.cli import main
+from reid_eval.protocol import dense_clips, loop_pad, sampled_clip
+from reid_eval.ranking import rank_metrics
+from reid_eval.synthetic import make_synthetic
+
+# ---------------------------------------------------------------------------------------------------------
+# protocols
+
+
+@pytest.mark.parametrize('n,expected', [
+    (1, [('a', 'a', 'a', 'a')]),
+    (2, [('a', 'a', 'b', 'b')]),  # [a, b] + [a, b] -> sorted a a b b
+    (3, [('a', 'b', 'c', 'c')]),
+    (5, [('a', 'c', 'd', 'e'), ('b', 'c', 'd', 'e')]),  # a b c d e + c d e -> a b c c d d e e, stride 2
+    (8, [('a', 'c', 'e', 'g'), ('b', 'd', 'f', 'h')]),
+])
+def test_dense_clips_are_strided_after_loop_padding(n, expected):
+    frames = list('abcdefgh'[:n])
+    assert dense_clips(frames) == expected
+    assert len(loop_pad(frames)) % 4 == 0
+
+
+def test_dense_covers_every_frame_and_sampled_is_even():
+    frames = [f'f{i:03d}.jpg' for i in range(23)]
+    clips = dense_clips(frames)
+    assert len(clips) == 6 and {f for c in clips for f in c} == set(frames)
+    assert sampled_clip(frames) == [('f000.jpg', 'f005.jpg', 'f010.jpg', 'f015.jpg')]
+    assert sampled_clip(['x']) == [('x', 'x', 'x', 'x')]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ranking
+
+
+def _plain_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams):
+    """Independent, plain computation of the protocol: cosine distance, same-id same-cam removed."""
+    qn = qf / qf.norm(dim=1, keepdim=True)
+    gn = gf / gf.norm(dim=1, keepdim=True)
+    dist = -(qn @ gn.t()).numpy()
+    aps, cmcs = [], []
+    for i in range(len(q_pids)):
+        order = np.argsort(dist[i], kind='stable')
+        keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
+        hits = (g_pids[order] == q_pids[i])[keep]
+        if not hits.any():
+            continue
+        pos = np.flatnonzero(hits)
+        aps.append(np.mean([(k + 1) / (p + 1) for k, p in enumerate(pos)]))
+        cmcs.append([float(pos[0] < r) for r in (1, 5, 10, 20)])
+    cmc = np.mean(cmcs, axis=0) * 100
+    return {'mAP': 100 * float(np.mean(aps)), 'rank1': cmc[0], 'rank5': cmc[1], 'rank10': cmc[2],
+            'rank20': cmc[3], 'num_valid_queries': len(aps)}
+
+
+@pytest.mark.parametrize('chunk', [1, 7, 10_000])
+def test_rank_metrics_match_an_independent_computation(chunk):
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(30, 16, generator=g)
+    q_pids = np.arange(40) % 30
+    g_pids = np.concatenate([np.arange(90) % 30, np.full(10, -1)])  # with distractors
+    qf = centers[q_pids] + 0.8 * torch.randn(40, 16, generator=g)
+    gf = torch.cat([centers[g_pids[:90]], torch.zeros(10, 16)]) + 0.8 * torch.randn(100, 16, generator=g)
+    q_cams = np.zeros(40, dtype=int)
+    g_cams = np.random.default_rng(0).integers(0, 3, 100)  # about a third of true matches are junk (same cam)
+    q_pids[-1] = 99  # a query without any match is not counted
+    ours = rank_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams, chunk=chunk)
+    ref = _plain_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams)
+    assert ours['num_valid_queries'] == ref['num_valid_queries']
+    assert 30 <= ours['num_valid_queries'] < 40
+    for k in ('mAP', 'rank1', 'rank5', 'rank10', 'rank20'):
+        assert ours[k] == pytest.approx(ref[k], abs=1e-6), k
+    assert 0 < ours['mAP'] < 100
+
+
+def test_rank_metrics_without_valid_queries():
+    with pytest.raises(ValueError, match='no query identity'):
+        rank_metrics(torch.randn(2, 4), torch.randn(2, 4), [1, 2], [0, 0], [3, 4], [1, 1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the CLI end to end on generated datasets in the benchmarks' real formats
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('data')
+    for kind in ('mars', 'lsvid', 'prid2011'):
+        make_synthetic(kind, root / kind)
+    return root
+
+
+def _eval(tmp_path: Path, *args: str, out: str = 'r.json') -> tuple[int, dict]:
+    argv = ['--no-progress', '--workers', '0', '--cache-dir', str(tmp_path / 'cache'),
+            '--output', str(tmp_path / out), '--overwrite', *args]
+    code = main(argv)
+    res = json.loads((tmp_path / out).read_text()) if code == 0 else {}
+    return code, res
+
+
+def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
+    args = ('--model', 'vreid_r50', '--no-pretrained', '--dataset', 'mars', '--root', str(data_root / 'mars'),
+            '--batch-clips', '16', '--shard-clips', '40')
+    code, res = _eval(tmp_path, *args)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert 'MARS gallery = query + gallery' in printed and 'rank20' in printed
+    split = res['per_split'][0]
+    assert res['dataset'] == 'mars' and res['mode'] == 'dense' and len(res['weights_sha256']) == 64
+    assert split['num_gallery'] == split['num_query'] + 26  # query tracklets are added to MARS's gallery
+    assert split['cache']['computed_shards'] >= 2 and split['cache']['reused_shards'] == 0
+    assert set(res['metrics']) >= {'mAP', 'rank1', 'rank5', 'rank10', 'rank20'}
+    assert res['versions']['torch'] == torch.__version__
+    assert res['paper'] == {}  # vreid_r50 has no paper row on MARS in the zoo
+    # a rerun reuses every shard and reproduces the numbers
+    code, again = _eval(tmp_path, *args, out='r2.json')
+    assert code == 0
+    assert again['per_split'][0]['cache']['computed_shards'] == 0
+    assert again['metrics'] == res['metrics']
+
+
+def test_interrupted_extraction_resumes(data_root, tmp_path, capsys):
+    """A bad frame stops the run naming the file; finished shards are kept and reused by the next run."""
+    import shutil
+    root = tmp_path / 'mars_copy'
+    shutil.copytree(data_root / 'mars', root)
+    frames = sorted((root / 'mars' / 'bbox_test').rglob('*.jpg'))
+    victim = frames[-1]
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 3])  # truncated JPEG
+    args = ('--model', 'vreid_r50', '--no-pretrained', '--dataset', 'mars', '--root', str(root),
+            '--batch-clips', '8', '--shard-clips', '24', '--mode', 'sampled')
+    code, _ = _eval(tmp_path, *args)
+    err = capsys.readouterr().err
+    assert code == 2 and 'cannot read frame' in err and victim.name in err
+    cache_dirs = list((tmp_path / 'cache').rglob('shard_*.safetensors'))
+    assert cache_dirs, 'finished shards must survive the failure'
+    assert not list((tmp_path / 'cache').rglob('*.tmp'))  # no half-written shard
+    victim.write_bytes(good)
+    code, res = _eval(tmp_path, *args)
+    assert code == 0
+    assert res['per_split'][0]['cache']['reused_shards'] == len(cache_dirs)
+    code, clean = _eval(tmp_path, *args, '--no-cache', out='clean.json')
+    assert code == 0 and clean['metrics'] == res['metrics']
+
+
+def test_cli_lsvid_and_prid_all_splits(data_root, tmp_path, capsys):
+    code, res = _eval(tmp_path, '--model', 'vreid_r50', '--no-pretrained', '--dataset', 'lsvid',
+                      '--root', str(data_root / 'lsvid'), '--mode', 'sampled')
+    assert code == 0 and res['dataset'] == 'lsvid'
+    assert 'MARS' not in res['protocol']
+    code, res = _eval(tmp_path, '--model', 'sinet_r50', '--no-pretrained', '--dataset', 'prid', '--split', 'all',
+                      '--root', str(data_root / 'prid2011'), '--mode', 'sampled', out='prid.json')
+    assert code == 0
+    assert res['splits'] == list(range(10)) and len(res['per_split']) == 10
+    r1 = [s['metrics']['rank1'] for s in res['per_split']]
+    assert res['metrics']['rank1'] == pytest.approx(np.mean(r1))
+    assert res['metrics_std']['rank1'] == pytest.approx(np.std(r1))
+    assert res['paper'] == {'rank1': 96.5}  # Table 1, SINet on PRID-2011
+    assert '+- std' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--dataset', 'market1501', '--root', '.'], 'Valid names: mars, lsvid'),
+    (['--model', 'resnet9000', '--dataset', 'mars', '--root', '.'], 'unknown model'),
+    (['--dataset', 'mars'], '--root is needed'),
+    (['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'mars', '--root', '/nonexistent/data'],
+     'Expected layout'),
+    (['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', '.', '--split', 'x'],
+     '--split must be'),
+])
+def test_cli_bad_input(tmp_path, capsys, args, message):
+    assert main(['--no-progress', '--output', str(tmp_path / 'o.json'), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown on machines without a GPU')
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(['--device', 'cuda', '--output', str(tmp_path / 'o.json')]) == 2
+    assert 'sees no CUDA GPU' in capsys.readouterr().err
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / 'mine.json'
+    out.write_text('{"keep": true}')
+    assert main(['--output', str(out)]) == 2
+    assert '--overwrite' in capsys.readouterr().err and json.loads(out.read_text()) == {'keep': True}
+
+
+def test_torchrun_two_processes_match_one(data_root, tmp_path):
+    """Feature extraction sharded over 2 ranks (gloo on CPU) gives the single-process numbers."""
+    common = ['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'lsvid', '--root', str(data_root / 'lsvid'),
+              '--mode', 'sampled', '--workers', '0', '--no-progress', '--shard-clips', '8']
+    code, single = _eval(tmp_path / 'one', *common[:-2], '--shard-clips', '8', out='one.json')
+    assert code == 0
+    out = tmp_path / 'two.json'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                        '--master_port', '29517', '-m', 'reid_eval', *common,
+                        '--cache-dir', str(tmp_path / 'cache2'), '--output', str(out)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = json.loads(out.read_text())
+    assert two['world_size'] == 2
+    assert two['metrics'] == pytest.approx(single['metrics'], abs=1e-4)
