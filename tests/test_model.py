@@ -94,9 +94,15 @@ def test_data_config_is_per_frame_reid_preprocessing():
     assert cfg['interpolation'] == 'bicubic'
     assert cfg['mean'] == (0.485, 0.456, 0.406) and cfg['std'] == (0.229, 0.224, 0.225)
     t = timm.data.create_transform(**cfg)
+    import numpy as np
     from PIL import Image
-    out = t(Image.new('RGB', (64, 160), (255, 0, 0)))
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (97, 45, 3), dtype=np.uint8))
+    out = t(img)
     assert out.shape == (3, 256, 128)  # squashed to 256x128, no crop
+    # exactly the released preprocessing: PIL bicubic resize to 128x256, ToTensor, ImageNet normalisation
+    ref = torch.from_numpy(np.asarray(img.resize((128, 256), Image.BICUBIC), dtype=np.float32) / 255)
+    ref = (ref.permute(2, 0, 1) - torch.tensor(cfg['mean'])[:, None, None]) / torch.tensor(cfg['std'])[:, None, None]
+    torch.testing.assert_close(out, ref)
 
 
 def test_train_mode_outputs_for_the_losses():
