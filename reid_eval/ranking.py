@@ -57,20 +57,32 @@ def rank_metrics(
         raise ValueError('no query identity appears in the gallery under another camera: nothing to evaluate')
     gf_dev = gf.to(device)
     max_rank = min(max_rank, len(g_pids))
+    # torchreid needs every query to keep >= max_rank gallery entries after removing its same-camera matches;
+    # queries that keep fewer (tiny galleries) are ranked in groups of equal length and their CMC is extended
+    # with its final value (a valid query has found its match by its last kept entry)
+    junk = np.zeros(len(q_pids), dtype=np.int64)
+    for i, (p, c) in enumerate(zip(q_pids.tolist(), q_camids.tolist(), strict=True)):
+        junk[i] = int(np.count_nonzero((g_pids == p) & (g_camids == c)))
+    depth = np.minimum(len(g_pids) - junk, max_rank)
     cmc_sum = np.zeros(max_rank)
     ap_sum = 0.0
     for s in range(0, len(q_pids), chunk):
-        sl = slice(s, s + chunk)
-        n_valid = int(valid[sl].sum())
-        if n_valid == 0:
+        sl = np.arange(s, min(s + chunk, len(q_pids)))
+        if not valid[sl].any():
             continue  # torchreid refuses a chunk without any valid query
         dist = cosine_distance(qf[sl].to(device), gf_dev).cpu().numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the "Cython evaluation unavailable" notice
-            cmc, m_ap = evaluate_rank(dist, q_pids[sl], g_pids, q_camids[sl], g_camids, max_rank=max_rank,
-                                      use_metric_cuhk03=False)
-        cmc_sum += np.asarray(cmc[:max_rank]) * n_valid
-        ap_sum += float(m_ap) * n_valid
+        for d in np.unique(depth[sl]):
+            rows = np.flatnonzero((depth[sl] == d) & valid[sl])
+            if len(rows) == 0:
+                continue
+            q = sl[rows]
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # the "Cython evaluation unavailable" notice
+                cmc, m_ap = evaluate_rank(dist[rows], q_pids[q], g_pids, q_camids[q], g_camids, max_rank=int(d),
+                                          use_metric_cuhk03=False)
+            cmc = np.asarray(cmc, dtype=np.float64)[: int(d)]
+            cmc_sum += np.pad(cmc, (0, max_rank - len(cmc)), mode='edge') * len(rows)
+            ap_sum += float(m_ap) * len(rows)
     n = int(valid.sum())
     cmc = cmc_sum / n
     out = {'mAP': 100.0 * ap_sum / n}
