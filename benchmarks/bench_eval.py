@@ -1,0 +1,128 @@
+"""Throughput of the whole dense evaluation and where the time goes (decode, transfer + model, ranking).
+
+    python benchmarks/bench_eval.py --num-ids 40 --workers 2                       # CPU, small
+    python benchmarks/bench_eval.py --device cuda --num-ids 1200 --workers 14 --batch-clips 64
+
+A synthetic dataset in MARS's on-disk format with 256x128 JPEGs (tracklet lengths like MARS's, about 58 frames
+on average) is generated once under ``--data`` and evaluated with the real pipeline (torchreid's MARS parser,
+dense protocol, DataLoader workers, the model, chunked ranking). Stages are timed separately and side by side:
+
+* decode: the DataLoader alone (JPEG decoding + resize + normalisation in ``--workers`` processes);
+* model: the model alone on random clips already on the device;
+* pipeline: the real extraction (decode, transfer and model overlapped);
+* ranking: distance matrix + torchreid's evaluate_rank, in chunks.
+
+The last line extrapolates the pipeline rate to the MARS test set (681,089 frames). Goal on one H100: under
+5 minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+from torch.utils.data import DataLoader
+
+import sinet_timm  # noqa: F401
+from reid_eval.datasets import load_dataset
+from reid_eval.engine import ClipDataset, ExtractPlan, extract_features
+from reid_eval.ranking import rank_metrics
+from reid_eval.synthetic import make_synthetic
+
+MARS_TEST_FRAMES = 681_089
+MARS_LIKE_LENGTHS = (20, 35, 58, 90, 120, 24, 45, 70)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--data', type=Path, default=Path('/tmp/sinet-bench-data'))
+    p.add_argument('--num-ids', type=int, default=40)
+    p.add_argument('--model', default='sinet_r50')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--batch-clips', type=int, default=16)
+    p.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'))
+    p.add_argument('--compile', action='store_true')
+    args = p.parse_args(argv)
+    dev = torch.device(args.device)
+    cuda = dev.type == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    amp = ('bf16' if args.amp == 'auto' else args.amp) if cuda else 'off'
+
+    t = time.perf_counter()
+    root = make_synthetic('mars', args.data, num_ids=args.num_ids, img_size=(256, 128), lengths=MARS_LIKE_LENGTHS)
+    t_gen = time.perf_counter() - t
+    t = time.perf_counter()
+    data = load_dataset('mars', root)
+    t_load = time.perf_counter() - t
+    tracklets = list(data.query) + list(data.gallery)
+    plan = ExtractPlan.build(tracklets, 'dense')
+    frames = plan.num_frames
+
+    torch.manual_seed(0)
+    model = timm.create_model(args.model).eval().to(dev)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model = torch.compile(model)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+
+    # decode only
+    loader = DataLoader(ClipDataset(plan.clips, transform), batch_size=args.batch_clips, num_workers=args.workers,
+                        pin_memory=cuda)
+    t = time.perf_counter()
+    n = 0
+    for x, _ in loader:
+        n += x.shape[0] * x.shape[1]
+    t_decode = time.perf_counter() - t
+
+    # model only, on clips already on the device
+    x = torch.randn(args.batch_clips, 4, 3, 256, 128, device=dev)
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        for _ in range(2):
+            model(x)
+        sync()
+        reps = max(1, len(plan.clips) // args.batch_clips)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+        sync()
+        t_model = (time.perf_counter() - t) * len(plan.clips) / (reps * args.batch_clips)
+
+    # the real pipeline (no cache: everything is computed)
+    feats, stats = extract_features(model, plan, transform, None, dev, batch_clips=args.batch_clips,
+                                    workers=args.workers, amp=amp, progress=False)
+    t = time.perf_counter()
+    nq = len(data.query)
+    qf, gf = feats[:nq], torch.cat([feats[:nq], feats[nq:]])
+    q_p = [p for _, p, _ in data.query]
+    q_c = [c for _, _, c in data.query]
+    g_p = q_p + [p for _, p, _ in data.gallery]
+    g_c = q_c + [c for _, _, c in data.gallery]
+    rank_metrics(qf, gf, q_p, q_c, g_p, g_c, device=dev)
+    t_rank = time.perf_counter() - t
+
+    print(f'machine: {platform.node()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} '
+          f'threads, device {torch.cuda.get_device_name(dev) if cuda else "cpu"}; torch {torch.__version__}; '
+          f'model {args.model}, amp {amp}, batch {args.batch_clips} clips, {args.workers} workers')
+    print(f'dataset: {len(tracklets)} tracklets, {frames} frames in {len(plan.clips)} clips '
+          f'(generated in {t_gen:.1f}s, parsed by torchreid in {t_load:.1f}s)\n')
+    print(f'{"stage":<26}{"seconds":>10}{"frames/s":>12}')
+    for name, sec in (('decode (workers)', t_decode), ('model (on device)', t_model),
+                      ('pipeline (all overlapped)', stats.seconds), ('ranking', t_rank)):
+        fps = f'{frames / sec:12.0f}' if name != 'ranking' else f'{"-":>12}'
+        print(f'{name:<26}{sec:10.2f}{fps}')
+    rate = frames / stats.seconds
+    bound = 'decode' if t_decode > t_model else 'model'
+    print(f'\nbottleneck: {bound}; MARS test set ({MARS_TEST_FRAMES:,} frames) at this rate: '
+          f'{MARS_TEST_FRAMES / rate / 60:.1f} min (+ ranking)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
