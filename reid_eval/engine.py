@@ -140,6 +140,8 @@ def extract_features(
     ``cache_dir`` holds one ``shard_XXXXX.safetensors`` per ``shard_clips`` clips; existing shards are reused.
     Other ranks return ``None`` after writing their shards.
     """
+    if not plan.clips:
+        raise ValueError('there are no tracklets to embed')
     rank, world = _dist_info()
     stats = ExtractStats()
     n_shards = max(1, -(-len(plan.clips) // shard_clips))
@@ -167,8 +169,6 @@ def extract_features(
         with torch.inference_mode():
             for x, idx in loader:
                 x = x.to(device, non_blocking=True)
-                if use_cuda:
-                    x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                 tm = time.perf_counter()
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     emb = model(x)
