@@ -229,3 +229,15 @@ def test_torchrun_two_processes_match_one(data_root, tmp_path):
     two = json.loads(out.read_text())
     assert two['world_size'] == 2
     assert two['metrics'] == pytest.approx(single['metrics'], abs=1e-4)
+
+
+def test_cli_evaluates_a_released_checkpoint(data_root, tmp_path):
+    """--checkpoint takes the authors' .pth.tar; the architecture is read from its keys."""
+    from released_reference import save_released_checkpoint
+    ckpt = tmp_path / 'sbnet_mars.pth.tar'
+    save_released_checkpoint(ckpt, 'sbnet', seed=0)
+    code, res = _eval(tmp_path, '--checkpoint', str(ckpt), '--dataset', 'mars', '--root', str(data_root / 'mars'),
+                      '--mode', 'sampled')
+    assert code == 0
+    assert res['architecture'] == 'sbnet_r50' and res['weights'].startswith('file:')
+    assert res['paper'] == {'mAP': 85.7, 'rank1': 90.2}  # Table 2, base.+SBM on MARS
