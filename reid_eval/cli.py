@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-cache', action='store_true', help='neither read nor write cached features')
     p.add_argument('--output', type=Path, help='results JSON (default: runs/eval/<model>-<dataset>-<time>.json)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
+    p.add_argument('--save-features', action='store_true',
+                   help='also write query/gallery features, pids, camids and tracklet ids to '
+                        '<output stem>.features.safetensors (what `sinet-viz ranks` reads)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA)')
     p.add_argument('--rank-chunk', type=int, default=256, help='queries per distance-matrix chunk')
     p.add_argument('--shard-clips', type=int, default=2048,
@@ -117,7 +120,9 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str, str | No
         except CheckpointError as e:
             raise EvalError(str(e)) from e
         model.reset_classifier(0)
-        return model.eval(), f'file:{Path(args.checkpoint).resolve()}', model.pretrained_cfg.get('architecture')
+        arch = model.pretrained_cfg.get('architecture')
+        args.model = args.model or arch
+        return model.eval(), f'file:{Path(args.checkpoint).resolve()}', arch
     name = args.model
     _check_model_name(name)
     pretrained = not args.no_pretrained
@@ -184,7 +189,7 @@ def evaluate_split(model, args, dataset: str, root: Path, split: int, device: to
     t1 = time.perf_counter()
     metrics = rank_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams, chunk=args.rank_chunk, device=device)
     t_rank = time.perf_counter() - t1
-    return {
+    result = {
         'split': split, 'metrics': metrics, 'protocol': protocol, 'protocol_notes': data.protocol_notes,
         'num_query': len(query), 'num_gallery': len(g_pids),
         'timings_s': {'load_dataset': t_load, 'extract': stats.seconds, 'model': stats.model_seconds,
@@ -194,6 +199,14 @@ def evaluate_split(model, args, dataset: str, root: Path, split: int, device: to
                   'computed_shards': stats.computed_shards},
         'amp': amp,
     }
+    if getattr(args, 'save_features', False):  # written next to the JSON by main (extract.save_run_features)
+        n_extra = len(g_pids) - len(gallery)  # MARS: the query tracklets (ids 0..nq-1) lead the ranked gallery
+        result['_features'] = {
+            'query_features': qf, 'gallery_features': gf, 'query_pids': torch.tensor(q_pids),
+            'query_camids': torch.tensor(q_cams), 'gallery_pids': torch.tensor(g_pids),
+            'gallery_camids': torch.tensor(g_cams), 'query_tracklets': torch.arange(nq),
+            'gallery_tracklets': torch.cat([torch.arange(n_extra), torch.arange(nq, nq + len(gallery))])}
+    return result
 
 
 def _versions(device: torch.device) -> dict[str, str]:
@@ -227,7 +240,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.root:
             raise EvalError(f'--root is needed for {dataset}: the folder that holds the dataset folder')
         root = Path(args.root)
-    args.model = args.model or 'sinet_r50.mars'
+    if args.model is None and not args.checkpoint:
+        args.model = 'sinet_r50.mars'
     device = _resolve_device(args.device)
     if world > 1:
         import torch.distributed as dist
@@ -309,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = _output_path(args, summary)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from .extract import save_run_features
+    from .viz import write_cmc_plot
+    for path in save_run_features(out, summary):  # pops the tensors kept by --save-features
+        print(f'  features: {path}')
+    plot = write_cmc_plot(out, summary)  # records summary['cmc_plot']
+    print(f'  CMC plot: {plot}' if plot else '  note: no CMC plot (pip install matplotlib to get one)')
     out.write_text(json.dumps(summary, indent=2))
     print(f'  results: {out}')
     return 0

@@ -1,0 +1,500 @@
+"""``sinet-viz``: pictures of what a video re-ID model sees and retrieves (PNG, matplotlib's Agg renderer).
+
+    sinet-viz cam TRACKLET_DIR --models idnet_r50.mars sinet_r50.mars      # activation maps, paper Fig. 1/6
+    sinet-viz ranks RUN.json --queries 0 3 --topk 5                        # retrieval results, paper Fig. 7
+    sinet-viz cmc RUN.json                                                 # CMC curve (sinet-eval writes it too)
+
+``cam``: the tracklet's frames (evenly spaced, ``--frames`` of them, a multiple of 4; repeated when the tracklet
+is shorter) go through each model as consecutive 4-frame clips; the activation of a frame is the channel mean
+(``--reduce norm``: the L2 norm over channels) of its ``forward_features`` map, bilinearly upsampled to the frame
+and min-max normalised per frame, overlaid on the frame. Row 1 shows the frames, then one row per model: with
+SBM the later frames of a clip attend to broader regions than the first (the salient-to-broad transition).
+
+``ranks``: reads a ``sinet-eval --save-features`` run: reloads its dataset with ``load_dataset`` (the JSON's
+``dataset_format``/``root``/split) and its features from the saved file, and shows each chosen query tracklet (a
+few frames) beside its top-k gallery tracklets, ranked by cosine distance with the evaluation's rule (gallery
+entries of the query's identity *and* camera are removed); green borders mark the query's identity, red others.
+
+Picture sizes are exact (100 dpi): ``cam`` is ``(LABEL_W + F*fw + (F+1)*PAD) x (HEADER_H + TITLE_H + R*fh +
+(R+1)*PAD)`` px for F frames of ``fw x fh`` px and R = 1 + models rows; ``ranks`` is ``((k+1)*(n*fw + 2*BORDER) +
+(k+2)*PAD) x (HEADER_H + Q*(TITLE_H + fh + 2*BORDER + PAD) + PAD)`` for Q queries, top-k and n frames per
+tracklet. An existing PNG is replaced.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .engine import FrameReadError
+
+__all__ = [
+    'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'VizError', 'select_frames', 'activation_maps',
+    'cam_picture_size', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_cmc', 'write_cmc_plot', 'main',
+]
+
+DPI = 100
+PAD = 6  # px between cells
+LABEL_W = 140  # px of the row-label column (cam)
+HEADER_H = 24  # px of the title line
+TITLE_H = 16  # px of the column / cell titles
+BORDER = 4  # px of the coloured border around a tracklet (ranks)
+
+_QUERY_COLOR = (0.15, 0.35, 0.95)
+_HIT_COLOR = (0.0, 0.70, 0.0)
+_MISS_COLOR = (0.85, 0.0, 0.0)
+
+
+class VizError(ValueError):
+    """A picture cannot be made from the given input (missing file, run without saved features, ...)."""
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise VizError('sinet-viz needs matplotlib: pip install matplotlib (or pip install "sinet-timm[viz]")') from e
+    return Figure, FigureCanvasAgg
+
+
+def _load_rgb(path: str, size_hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            img = img.convert('RGB').resize((size_hw[1], size_hw[0]), Image.Resampling.BICUBIC)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise FrameReadError(f'cannot read frame {path}: {e}. Replace or delete the file.') from None
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def select_frames(num: int, wanted: int, clip_len: int = 4) -> list[int]:
+    """Indices of ``wanted`` evenly spaced frames of a ``num``-frame tracklet (a multiple of ``clip_len``; fewer,
+    with repeats, when the tracklet is shorter than ``wanted``), in temporal order."""
+    if wanted < clip_len or wanted % clip_len:
+        raise VizError(f'--frames must be a positive multiple of {clip_len} (the model sees {clip_len}-frame clips), '
+                       f'got {wanted}')
+    count = min(wanted, -(-num // clip_len) * clip_len)
+    return [int(round(v)) for v in np.linspace(0, num - 1, count)]
+
+
+def activation_maps(model: torch.nn.Module, clip: torch.Tensor, reduce: str = 'mean') -> torch.Tensor:
+    """(T, h, w) activation of each frame of ``clip`` (1, T, 3, H, W): channel mean or L2 norm of
+    ``forward_features``."""
+    with torch.inference_mode():
+        maps = model.forward_features(clip)[0].float()  # (T, C, h, w)
+    if reduce == 'mean':
+        return maps.mean(dim=1)
+    if reduce == 'norm':
+        return maps.norm(dim=1)
+    raise VizError(f"unknown --reduce {reduce!r}; use 'mean' or 'norm'")
+
+
+def _normalise(a: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0, 1] per frame (a constant map becomes 0)."""
+    flat = a.flatten(1)
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(a)
+
+
+def cam_picture_size(num_frames: int, num_models: int, frame_size: tuple[int, int] = (128, 64)) -> tuple[int, int]:
+    """(width, height) in px of a ``cam`` picture."""
+    fh, fw = frame_size
+    rows = 1 + num_models
+    return (LABEL_W + num_frames * fw + (num_frames + 1) * PAD,
+            HEADER_H + TITLE_H + rows * fh + (rows + 1) * PAD)
+
+
+def ranks_picture_size(num_queries: int, topk: int, frames: int = 4,
+                       frame_size: tuple[int, int] = (96, 48)) -> tuple[int, int]:
+    """(width, height) in px of a ``ranks`` picture."""
+    fh, fw = frame_size
+    return ((topk + 1) * (frames * fw + 2 * BORDER) + (topk + 2) * PAD,
+            HEADER_H + num_queries * (TITLE_H + fh + 2 * BORDER + PAD) + PAD)
+
+
+def _figure(canvas: np.ndarray):
+    Figure, FigureCanvasAgg = _matplotlib()
+    h, w = canvas.shape[:2]
+    fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.figimage(np.clip(canvas, 0.0, 1.0), xo=0, yo=0, origin='upper')
+    return fig
+
+
+def _text(fig, canvas_shape: tuple[int, ...], x: float, y: float, s: str, **kw) -> None:
+    """Text at pixel (x, y) from the top-left corner."""
+    h, w = canvas_shape[:2]
+    kw.setdefault('fontsize', 7)
+    fig.text(x / w, 1.0 - y / h, s, **kw)
+
+
+def _save(fig, output: Path) -> Path:
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(output), dpi=DPI, format='png')
+    return output
+
+
+def _load_models(models: Sequence[str], pretrained: bool, seed: int, device: torch.device) -> list[tuple[str, Any]]:
+    from .cli import EvalError, load_model
+
+    out = []
+    for name in models:
+        is_file = Path(name).is_file()
+        args = argparse.Namespace(model=None if is_file else name, checkpoint=name if is_file else None,
+                                  no_pretrained=not pretrained)
+        torch.manual_seed(seed)
+        try:
+            model, _, _ = load_model(args)
+        except EvalError as e:
+            raise VizError(str(e)) from e
+        label = Path(name).name if is_file else name
+        if not pretrained and not is_file:
+            label += ' (random init)'
+        out.append((label, model.to(device).eval()))
+    return out
+
+
+def plot_cam(
+        tracklet_dir: str | Path,
+        models: Sequence[str],
+        output: str | Path,
+        *,
+        frames: int = 8,
+        reduce: str = 'mean',
+        pretrained: bool = True,
+        seed: int = 0,
+        device: torch.device | str = 'cpu',
+        frame_size: tuple[int, int] = (128, 64),
+        alpha: float = 0.5,
+) -> Path:
+    """Per-frame activation maps of one tracklet, one row per model, overlaid on the frames (paper Fig. 1/6).
+
+    ``models``: timm names (``sinet_r50.mars``, ``vreid_r50``, ``local-dir:...``) or checkpoint files.
+    """
+    import timm.data
+    from PIL import Image
+
+    from .extract import TrackletInputError, list_frames
+
+    if not models:
+        raise VizError('give at least one model (--models idnet_r50.mars sinet_r50.mars)')
+    try:
+        paths = list_frames(tracklet_dir)
+    except TrackletInputError as e:
+        raise VizError(str(e)) from e
+    idx = select_frames(len(paths), frames)
+    chosen = [paths[i] for i in idx]
+    device = torch.device(device)
+    loaded = _load_models(models, pretrained, seed, device)
+    fh, fw = frame_size
+    shown = np.stack([_load_rgb(p, frame_size) for p in chosen])  # (T, fh, fw, 3)
+    W, H = cam_picture_size(len(chosen), len(loaded), frame_size)
+    canvas = np.ones((H, W, 3), dtype=np.float32)
+    top = HEADER_H + TITLE_H
+
+    def put(row: int, col: int, img: np.ndarray) -> None:
+        y = top + PAD + row * (fh + PAD)
+        x = LABEL_W + PAD + col * (fw + PAD)
+        canvas[y:y + fh, x:x + fw] = img
+
+    import matplotlib
+
+    cmap = matplotlib.colormaps['jet']
+    for t in range(len(chosen)):
+        put(0, t, shown[t])
+    for r, (_, model) in enumerate(loaded, 1):
+        transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+        clip = []
+        for p in chosen:
+            try:
+                with Image.open(p) as img:
+                    clip.append(transform(img.convert('RGB')))
+            except (OSError, SyntaxError, ValueError) as e:
+                raise FrameReadError(f'cannot read frame {p}: {e}. Replace or delete the file.') from None
+        act = activation_maps(model, torch.stack(clip)[None].to(device), reduce).cpu()
+        act = F.interpolate(act[:, None], size=(fh, fw), mode='bilinear', align_corners=False)[:, 0]
+        act = _normalise(act).numpy()
+        for t in range(len(chosen)):
+            heat = cmap(act[t])[..., :3].astype(np.float32)
+            put(r, t, (1.0 - alpha) * shown[t] + alpha * heat)
+
+    fig = _figure(canvas)
+    name = Path(tracklet_dir).name
+    how = 'channel mean' if reduce == 'mean' else 'channel L2 norm'
+    _text(fig, canvas.shape, PAD, HEADER_H / 2,
+          f'{name}: {len(paths)} frames, {len(chosen)} shown as {len(chosen) // 4} clips of 4; activation = {how} '
+          'of forward_features, min-max per frame', fontsize=8, va='center')
+    for t, i in enumerate(idx):
+        _text(fig, canvas.shape, LABEL_W + PAD + t * (fw + PAD) + fw / 2, HEADER_H + TITLE_H / 2,
+              f'clip {t // 4 + 1} · t{t % 4 + 1} (#{i + 1})', ha='center', va='center', fontsize=6)
+    labels = ['frames'] + [label for label, _ in loaded]
+    for r, label in enumerate(labels):
+        y = top + PAD + r * (fh + PAD) + fh / 2
+        _text(fig, canvas.shape, PAD, y, '\n'.join(textwrap.wrap(label, 22, break_on_hyphens=False)) or label,
+              va='center', fontsize=7)
+    return _save(fig, output)
+
+
+# --------------------------------------------------------------------------------------------------------
+# ranks
+
+
+def _run_features(run_json: Path, summary: dict[str, Any], split_index: int) -> tuple[dict[str, Any], Path]:
+    splits = summary.get('per_split') or []
+    if not splits or 'dataset_format' not in summary or 'root' not in summary:
+        raise VizError(f'{run_json} is not a sinet-eval results JSON (no per_split / dataset_format / root)')
+    if not 0 <= split_index < len(splits):
+        raise VizError(f'--split-index {split_index} is out of range: the run has {len(splits)} split(s)')
+    entry = splits[split_index]
+    name = entry.get('features_file') or (summary.get('features_file') if len(splits) == 1 else None)
+    if not name:
+        raise VizError(f'{run_json} has no saved features: rerun sinet-eval with --save-features (it writes '
+                       f'{run_json.stem}.features.safetensors next to the JSON)')
+    path = Path(name) if Path(name).is_absolute() else run_json.parent / name
+    if not path.is_file():
+        raise VizError(f'the features file {path} recorded in {run_json} is missing; rerun sinet-eval with '
+                       '--save-features')
+    return entry, path
+
+
+def plot_ranks(
+        run_json: str | Path,
+        output: str | Path,
+        *,
+        queries: Sequence[int] = (0,),
+        topk: int = 5,
+        frames: int = 4,
+        split_index: int = 0,
+        frame_size: tuple[int, int] = (96, 48),
+) -> Path:
+    """Query tracklets beside their top-k gallery tracklets, green = same identity, red = other (paper Fig. 7)."""
+    from safetensors.torch import load_file
+
+    from .datasets import load_dataset
+
+    run_json = Path(run_json)
+    if not run_json.is_file():
+        raise VizError(f'run file {run_json} does not exist; make one with sinet-eval ... --save-features')
+    try:
+        summary = json.loads(run_json.read_text())
+    except json.JSONDecodeError as e:
+        raise VizError(f'{run_json} is not valid JSON ({e})') from None
+    if not isinstance(summary, dict):
+        raise VizError(f'{run_json} is not a sinet-eval results JSON')
+    entry, feat_path = _run_features(run_json, summary, split_index)
+    if topk < 1 or frames < 1:
+        raise VizError('--topk and --frames must be >= 1')
+    t = load_file(str(feat_path))
+    need = {'query_features', 'gallery_features', 'query_pids', 'query_camids', 'gallery_pids', 'gallery_camids',
+            'query_tracklets', 'gallery_tracklets'}
+    if not need <= set(t):
+        raise VizError(f'{feat_path} lacks {", ".join(sorted(need - set(t)))}: not a sinet-eval --save-features file')
+    nq = t['query_features'].shape[0]
+    bad = [q for q in queries if not 0 <= q < nq]
+    if bad:
+        raise VizError(f'query index {bad[0]} is out of range: the run has {nq} queries (0..{nq - 1})')
+    if not queries:
+        raise VizError('give at least one query index (--queries 0 3)')
+
+    data = load_dataset(summary['dataset_format'], summary['root'], int(entry['split']))
+    tracklets = list(data.query) + list(data.gallery)
+    ids = torch.cat([t['query_tracklets'], t['gallery_tracklets']])
+    if int(ids.max()) >= len(tracklets):
+        raise VizError(f'the dataset at {summary["root"]} has {len(tracklets)} tracklets but the run refers to '
+                       f'tracklet {int(ids.max())}: it is not the dataset this run evaluated')
+    stored = torch.cat([t['query_pids'], t['gallery_pids']]).tolist()
+    if [tracklets[i][1] for i in ids.tolist()] != stored:
+        raise VizError(f'the identities of the dataset at {summary["root"]} differ from the ones saved by the run: '
+                       'it is not the dataset this run evaluated')
+
+    q_pids, q_cams = t['query_pids'].tolist(), t['query_camids'].tolist()
+    g_pids, g_cams = np.asarray(t['gallery_pids']), np.asarray(t['gallery_camids'])
+    from .search import cosine_distance_matrix
+    dist = cosine_distance_matrix(t['query_features'][list(queries)], t['gallery_features']).numpy()
+
+    fh, fw = frame_size
+    cell_w, cell_h = frames * fw + 2 * BORDER, fh + 2 * BORDER
+    W, H = ranks_picture_size(len(queries), topk, frames, frame_size)
+    canvas = np.ones((H, W, 3), dtype=np.float32)
+    titles: list[tuple[float, float, str]] = []
+
+    def cell(tracklet_id: int, color: tuple[float, float, float]) -> np.ndarray:
+        paths = tracklets[tracklet_id][0]
+        pick = [int(round(v)) for v in np.linspace(0, len(paths) - 1, frames)]
+        img = np.empty((cell_h, cell_w, 3), dtype=np.float32)
+        img[:] = color
+        img[BORDER:BORDER + fh, BORDER:BORDER + frames * fw] = np.concatenate(
+            [_load_rgb(paths[i], frame_size) for i in pick], axis=1)
+        return img
+
+    for row, q in enumerate(queries):
+        keep = ~((g_pids == q_pids[q]) & (g_cams == q_cams[q]))
+        cand = np.flatnonzero(keep)
+        order = cand[np.argsort(dist[row, cand], kind='stable')][:topk]
+        y = HEADER_H + row * (TITLE_H + cell_h + PAD) + TITLE_H
+        canvas[y:y + cell_h, PAD:PAD + cell_w] = cell(int(t['query_tracklets'][q]), _QUERY_COLOR)
+        titles.append((PAD, y - TITLE_H / 2, f'query {q}: id {q_pids[q]}, cam {q_cams[q]}'))
+        for r, j in enumerate(order.tolist()):
+            x = PAD + (r + 1) * (cell_w + PAD)
+            color = _HIT_COLOR if g_pids[j] == q_pids[q] else _MISS_COLOR
+            canvas[y:y + cell_h, x:x + cell_w] = cell(int(t['gallery_tracklets'][j]), color)
+            titles.append((x, y - TITLE_H / 2, f'{r + 1}. id {g_pids[j]} cam {g_cams[j]}  d={dist[row, j]:.4f}'))
+
+    fig = _figure(canvas)
+    _text(fig, canvas.shape, PAD, HEADER_H / 2,
+          f'{summary.get("model")} on {summary.get("dataset")} (split {entry["split"]}): top-{topk} of '
+          f'{len(g_pids)} gallery tracklets by cosine distance d; same identity+camera removed; green = same identity',
+          fontsize=8, va='center')
+    for x, y, s in titles:
+        _text(fig, canvas.shape, x, y, s, va='center', fontsize=6.5)
+    return _save(fig, output)
+
+
+# --------------------------------------------------------------------------------------------------------
+# CMC
+
+
+def plot_cmc(summary: dict[str, Any], output: str | Path, max_rank: int = 50) -> Path:
+    """CMC curve of a sinet-eval result (mean over splits), with the paper's CMC points when known."""
+    curves = [s['metrics']['cmc'] for s in summary.get('per_split') or [] if s.get('metrics', {}).get('cmc')]
+    if not curves:
+        raise VizError('the results hold no CMC curve (metrics.cmc): rerun sinet-eval')
+    n = min(min(len(c) for c in curves), max_rank)
+    cmc = np.mean([c[:n] for c in curves], axis=0)
+    ranks = np.arange(1, n + 1)
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    m_ap = (summary.get('metrics') or {}).get('mAP')
+    label = 'ours' + (f' (mAP {m_ap:.1f})' if m_ap is not None else '')
+    ax.plot(ranks, cmc, '-', color='tab:blue', lw=2, label=label)
+    for r in (1, 5, 10, 20):
+        if r <= n:
+            ax.plot(r, cmc[r - 1], 'o', color='tab:blue')
+            ax.annotate(f'{cmc[r - 1]:.1f}', (r, cmc[r - 1]), textcoords='offset points', xytext=(4, -11),
+                        fontsize=8)
+    paper = summary.get('paper') or {}
+    pts = [(r, paper[f'rank{r}']) for r in (1, 5, 10, 20) if f'rank{r}' in paper and r <= n]
+    if pts:
+        ax.plot(*zip(*pts, strict=True), 'x', color='k', ms=8, mew=2, label='paper')
+    ax.set_xlabel('rank')
+    ax.set_ylabel('matching rate (%)')
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, max(n, 2) + 0.5)
+    low = min([float(cmc.min())] + [v for _, v in pts])
+    ax.set_ylim(max(0.0, min(80.0, 10.0 * np.floor((low - 5.0) / 10.0))), 101.0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc='lower right')
+    which = f' ({len(curves)} splits)' if len(curves) > 1 else ''
+    ax.set_title(f'CMC: {summary.get("model")} on {summary.get("dataset")}, {summary.get("mode")}{which}', fontsize=10)
+    fig.tight_layout()
+    return _save(fig, output)
+
+
+def write_cmc_plot(json_path: str | Path, summary: dict[str, Any]) -> Path | None:
+    """Write ``<json stem>.cmc.png`` next to a sinet-eval JSON and record it as ``summary['cmc_plot']`` (the file
+    name, relative to the JSON's folder). Returns None when matplotlib is not installed or there is no curve."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    if not any((s.get('metrics') or {}).get('cmc') for s in summary.get('per_split') or []):
+        return None
+    json_path = Path(json_path)
+    path = plot_cmc(summary, json_path.with_name(f'{json_path.stem}.cmc.png'))
+    summary['cmc_plot'] = path.name
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------
+# command line
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected HxW in pixels, e.g. 128x64; got {text!r}') from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError(f'frame size {text} is too small (at least 8x8)')
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='sinet-viz', description=__doc__.split('\n\n')[0].replace('``', ''))
+    sub = p.add_subparsers(dest='command', required=True)
+    c = sub.add_parser('cam', help='activation maps of a tracklet, one row per model (paper Fig. 1/6)')
+    c.add_argument('tracklet', type=Path, help='folder of one tracklet\'s frames')
+    c.add_argument('--models', nargs='+', default=['idnet_r50.mars', 'sinet_r50.mars'],
+                   help='timm model names or checkpoint files (default: idnet_r50.mars sinet_r50.mars: without and '
+                        'with SBM; vreid_r50 has only ImageNet weights in the zoo)')
+    c.add_argument('--frames', type=int, default=8, help='frames shown and fed to the models (multiple of 4)')
+    c.add_argument('--reduce', choices=('mean', 'norm'), default='mean', help='channel mean or L2 norm')
+    c.add_argument('--frame-size', type=_size, default=(128, 64), help='shown frame size HxW in px (128x64)')
+    c.add_argument('--no-pretrained', action='store_true', help='random weights drawn with --seed (offline)')
+    c.add_argument('--seed', type=int, default=0)
+    c.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    c.add_argument('--output', '-o', type=Path, help='PNG to write (default: <tracklet>.cam.png here)')
+    r = sub.add_parser('ranks', help='top-k gallery tracklets of chosen queries (paper Fig. 7)')
+    r.add_argument('run', type=Path, help='results JSON of a sinet-eval run made with --save-features')
+    r.add_argument('--queries', type=int, nargs='+', default=[0], help='query indices (0-based)')
+    r.add_argument('--topk', type=int, default=5)
+    r.add_argument('--frames', type=int, default=4, help='frames shown per tracklet')
+    r.add_argument('--frame-size', type=_size, default=(96, 48), help='shown frame size HxW in px (96x48)')
+    r.add_argument('--split-index', type=int, default=0, help='which split of a multi-split run (0-based)')
+    r.add_argument('--output', '-o', type=Path, help='PNG to write (default: <run stem>.ranks.png beside it)')
+    m = sub.add_parser('cmc', help='CMC curve of a sinet-eval results JSON')
+    m.add_argument('run', type=Path, help='results JSON of a sinet-eval run')
+    m.add_argument('--output', '-o', type=Path, help='PNG to write (default: <run stem>.cmc.png beside it)')
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sinet-viz``: returns 0 on success, 2 on a user error (printed as one ``error:`` message)."""
+    from .cli import EvalError, _resolve_device
+    from .datasets import DatasetLayoutError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == 'cam':
+            out = args.output or Path(f'{args.tracklet.resolve().name}.cam.png')
+            path = plot_cam(args.tracklet, args.models, out, frames=args.frames, reduce=args.reduce,
+                            pretrained=not args.no_pretrained, seed=args.seed, device=_resolve_device(args.device),
+                            frame_size=args.frame_size)
+        elif args.command == 'ranks':
+            out = args.output or args.run.with_name(f'{args.run.stem}.ranks.png')
+            path = plot_ranks(args.run, out, queries=args.queries, topk=args.topk, frames=args.frames,
+                              split_index=args.split_index, frame_size=args.frame_size)
+        else:
+            if not args.run.is_file():
+                raise VizError(f'run file {args.run} does not exist')
+            try:
+                summary = json.loads(args.run.read_text())
+            except json.JSONDecodeError as e:
+                raise VizError(f'{args.run} is not valid JSON ({e})') from None
+            path = plot_cmc(summary, args.output or args.run.with_name(f'{args.run.stem}.cmc.png'))
+    except FrameReadError as e:
+        msg = str(e)
+        print(f'error: {msg[msg.index("cannot read frame"):] if "cannot read frame" in msg else msg}', file=sys.stderr)
+        return 2
+    except (VizError, EvalError, DatasetLayoutError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'wrote {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
