@@ -31,7 +31,20 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable, or does not fit the requested architecture."""
 
 
+class NumClassesMismatch(CheckpointError):
+    """The checkpoint's classifier does not have the expected number of training identities."""
+
+    def __init__(self, path: str | Path, found: int, expected: int, hint: str = ''):
+        self.path, self.found, self.expected = Path(path), found, expected
+        super().__init__(f'{path} has a classifier for {found} training identities, expected {expected}.{hint}')
+
+
+# pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
+_INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
+
+
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         while block := f.read(chunk):
@@ -92,8 +105,13 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
     return '\n'.join(lines)
 
 
-def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> SINet:
-    """Build the model for a released (or converted) checkpoint and load it strictly; eval mode."""
+def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,
+                  img_size: tuple[int, int] | None = None) -> SINet:
+    """Build the model for a released (or converted) checkpoint and load it strictly; eval mode.
+
+    ``img_size`` (frame height, width) defaults to the architecture's 256x128; IDM weights fit only the size
+    they were trained for.
+    """
     state_dict = load_checkpoint_file(path)
     guessed = infer_arch(state_dict)
     arch = arch or guessed
@@ -103,7 +121,7 @@ def load_released(path: str | Path, arch: str | None = None, num_classes: int | 
     if num_classes is None:
         w = state_dict.get('classifier.weight')
         num_classes = int(w.shape[0]) if w is not None else 0
-    model = timm.create_model(arch, num_classes=num_classes)
+    model = timm.create_model(arch, num_classes=num_classes, **({'img_size': tuple(img_size)} if img_size else {}))
     if arch != guessed:
         # report it as a key/shape mismatch below, but lead with the likely cause
         hint = f' The checkpoint looks like {guessed}.'
@@ -140,8 +158,17 @@ def convert(
         expected_sha256: str | None = None,
         overwrite: bool = False,
         source: dict[str, Any] | None = None,
+        pretrained_cfg: dict[str, Any] | None = None,
+        expected_num_classes: int | None = None,
+        extra_config: dict[str, Any] | None = None,
 ) -> Path:
-    """Convert ``src`` into a Hub-ready folder (model.safetensors + config.json); returns the folder."""
+    """Convert ``src`` into a Hub-ready folder (model.safetensors + config.json); returns the folder.
+
+    ``pretrained_cfg`` (e.g. a zoo entry's cfg, with its ``tag``) becomes the ``pretrained_cfg`` of config.json;
+    without it the cfg is the architecture's defaults minus the ImageNet-init tag, notes and Hub id (the weights
+    are not the ImageNet init). ``expected_num_classes`` refuses a checkpoint whose classifier has another size
+    (:class:`NumClassesMismatch`). ``extra_config`` is merged into config.json's ``reid`` fields.
+    """
     src, out_dir = Path(src), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(
@@ -152,11 +179,19 @@ def convert(
         raise CheckpointError(
             f'sha256 of {src} is {digest}, expected {expected_sha256}: the file is corrupt, truncated or not the '
             'published checkpoint. Download it again.')
-    model = load_released(src, arch)
+    img_size = tuple(pretrained_cfg['input_size'][1:]) if pretrained_cfg and pretrained_cfg.get('input_size') else None
+    model = load_released(src, arch, img_size=img_size)
+    if expected_num_classes is not None and model.num_classes != expected_num_classes:
+        raise NumClassesMismatch(src, model.num_classes, expected_num_classes)
     src_info = dict(source or {})
     src_info.update(filename=src.name, sha256=digest)
-    save_for_hf(model, str(out_dir), model_config=reid_config(model, dataset, src_info),
-                safe_serialization=True)
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _INIT_ONLY_CFG_KEYS}
+    cfg.update(pretrained_cfg or {})
+    cfg['architecture'] = model.pretrained_cfg['architecture']
+    model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg
+    config = reid_config(model, dataset, src_info)
+    config['reid'].update(extra_config or {})
+    save_for_hf(model, str(out_dir), model_config=config, safe_serialization=True)
     return out_dir
 
 
