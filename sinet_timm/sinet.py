@@ -28,6 +28,7 @@ logits; in train mode it returns :class:`SINetOutput` with what the losses need.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -107,7 +108,8 @@ class IntegrationDistribution(nn.Module):
         self.thw = thw
         inter_dim, inter_thw = dim // reduction, thw // reduction
         self.reduce = nn.Sequential(nn.Conv2d(dim, inter_dim, 1), nn.BatchNorm2d(inter_dim))
-        self.integrate = nn.Sequential(nn.Conv1d(thw, inter_thw, 1), nn.BatchNorm1d(inter_thw))
+        self.integrate = nn.Conv1d(thw, inter_thw, 1)
+        self.integrate_bn = nn.BatchNorm1d(inter_thw)
         self.distribute = nn.Conv1d(inter_thw, thw, 1)
         self.expand = nn.Conv2d(inter_dim, dim, 1)
         self._init_weights()
@@ -127,9 +129,14 @@ class IntegrationDistribution(nn.Module):
         n = nl // self.clip_len
         # (N*L, c, H, W) -> (N, L*H*W, c): one "channel" per space-time position, as Eq. 7 integrates over them
         z = z.reshape(n, self.clip_len, c, h * w).permute(0, 1, 3, 2).reshape(n, self.clip_len * h * w, c)
-        z = z + self.distribute(self.integrate(z))  # Eq. 7: integrate t*h*w -> t*h*w/r, distribute back
+        # Eq. 7: integrate the t*h*w positions into t*h*w/r tokens, distribute them back (1x1 convs over the
+        # position axis, computed as matmuls: CPU backends lower 1x1 Conv1d to a slow generic path)
+        b_i, b_d = self.integrate.bias, self.distribute.bias
+        assert b_i is not None and b_d is not None  # (for TorchScript's Optional refinement)
+        y = self.integrate_bn(torch.matmul(self.integrate.weight.squeeze(-1), z) + b_i.unsqueeze(-1))
+        z = z + torch.matmul(self.distribute.weight.squeeze(-1), y) + b_d.unsqueeze(-1)
         z = z.reshape(n, self.clip_len, h * w, c).permute(0, 1, 3, 2).reshape(nl, c, h, w)
-        return F.relu(x + self.expand(z))
+        return torch.relu_(self.expand(z) + x)
 
 
 class SalientToBroad(nn.Module):
@@ -442,7 +449,7 @@ def _is_torchvision_resnet(state_dict: dict[str, torch.Tensor]) -> bool:
 _RELEASED_MODULE_KEYS = {
     # IDM: released name -> ours
     'chl_reduction.0.': 'reduce.0.', 'chl_reduction.1.': 'reduce.1.',
-    'thw_reduction.0.': 'integrate.0.', 'thw_reduction.1.': 'integrate.1.',
+    'thw_reduction.0.': 'integrate.', 'thw_reduction.1.': 'integrate_bn.',
     'thw_expansion.0.': 'distribute.', 'chl_expansion.0.': 'expand.',
     # SBM
     'se.1.': 'cal_fc1.', 'se.3.': 'cal_fc2.', 'kernel.0.': 'kgm_conv.', 'kernel.1.': 'kgm_bn.',
@@ -510,7 +517,25 @@ def _create_sinet(variant: str, pretrained: bool = False, **kwargs) -> SINet:
     except Exception as e:
         if not pretrained or not _is_fetch_error(e):
             raise
+        if os.environ.get('SINET_TIMM_DRIVE_FALLBACK') == '1':  # opt-in: the authors' Drive file, converted
+            return _drive_fallback(variant, kwargs, e)
         raise WeightsUnavailableError(_weights_help(variant, kwargs.get('pretrained_cfg'), e)) from e
+
+
+def _drive_fallback(variant: str, kwargs: dict[str, Any], err: BaseException) -> SINet:
+    """SINET_TIMM_DRIVE_FALLBACK=1: build with the authors' Google Drive file, converted and cached (sinet_timm.hub)."""
+    from .hub import drive_fallback_file
+
+    name = _pretrained_name(variant, kwargs.get('pretrained_cfg'))
+    try:
+        file = drive_fallback_file(name)
+    except Exception as e2:
+        raise WeightsUnavailableError(
+            f'{_weights_help(variant, kwargs.get("pretrained_cfg"), err)}\nThe Google Drive fallback '
+            f'(SINET_TIMM_DRIVE_FALLBACK=1) failed too: {e2}') from e2
+    overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=str(file))
+    return build_model_with_cfg(SINet, variant, True, pretrained_filter_fn=checkpoint_filter_fn,
+                                pretrained_cfg_overlay=overlay, **kwargs)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -522,9 +547,13 @@ def _is_fetch_error(e: BaseException) -> bool:
     return isinstance(e, OSError) or mod.startswith(('huggingface_hub', 'requests', 'httpx', 'urllib'))
 
 
-def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException) -> str:
+def _pretrained_name(variant: str, pretrained_cfg: Any) -> str:
     tag = pretrained_cfg if isinstance(pretrained_cfg, str) else getattr(pretrained_cfg, 'tag', None)
-    name = f'{variant}.{tag}' if tag else variant
+    return f'{variant}.{tag}' if tag else variant
+
+
+def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException) -> str:
+    name = _pretrained_name(variant, pretrained_cfg)
     try:
         from timm.models import get_pretrained_cfg
         repo = get_pretrained_cfg(name).hf_hub_id
@@ -536,7 +565,16 @@ def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException) -> str:
         'If you are offline, download them once with network access (they are then cached), or point '
         'HF_HUB_CACHE at a cache that has them. Without the Hub, convert the authors\' released file: '
         '`python -m sinet_timm.convert CHECKPOINT.pth.tar OUT_DIR` and load it with '
-        "timm.create_model('local-dir:OUT_DIR', pretrained=True). Use pretrained=False for random init.")
+        "timm.create_model('local-dir:OUT_DIR', pretrained=True). Use pretrained=False for random init."
+        + (f' For this zoo entry, `sinet-hub convert {name} --out OUT_DIR` downloads the authors\' Google Drive '
+           'file and converts it; or set SINET_TIMM_DRIVE_FALLBACK=1 to do that on the fly (cached) when the Hub '
+           'cannot be reached.' if _is_zoo_entry(name) else ''))
+
+
+def _is_zoo_entry(name: str) -> bool:
+    from ._zoo import zoo_entries
+
+    return name in zoo_entries()
 
 
 def _cfg(**kwargs) -> dict[str, Any]:

@@ -128,14 +128,14 @@ def test_grad_checkpointing_same_result():
     state = {k: v.clone() for k, v in m.state_dict().items()}
     out = m(x).logits.sum()
     out.backward()
-    g = m.layer2[2].integrate[0].weight.grad.clone()
+    g = m.layer2[2].integrate.weight.grad.clone()
     m.load_state_dict(state)
     m.zero_grad()
     m.set_grad_checkpointing(True)
     out2 = m(x).logits.sum()
     out2.backward()
     torch.testing.assert_close(out2, out)
-    torch.testing.assert_close(m.layer2[2].integrate[0].weight.grad, g)
+    torch.testing.assert_close(m.layer2[2].integrate.weight.grad, g)
 
 
 @pytest.fixture(scope='module')
@@ -189,8 +189,8 @@ def test_clear_input_errors(clip):
 def test_paper_idm_variant():
     released = timm.create_model('idnet_r50')
     paper = timm.create_model('idnet_r50', idm_reduction=4)
-    assert released.layer2[2].integrate[0].out_channels == 2048 // 16
-    assert paper.layer2[2].integrate[0].out_channels == 2048 // 4
+    assert released.layer2[2].integrate.out_channels == 2048 // 16
+    assert paper.layer2[2].integrate.out_channels == 2048 // 4
     assert _params_wo_head(paper) > _params_wo_head(released)
 
 
