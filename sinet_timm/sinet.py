@@ -31,7 +31,7 @@ import math
 import os
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -94,6 +94,29 @@ class Bottleneck(nn.Module):
         return self.act(x + shortcut)
 
 
+def pointwise_conv(
+        x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # noqa: UP045 (TorchScript)
+        residual: Optional[torch.Tensor] = None,  # noqa: UP045
+) -> torch.Tensor:
+    """A 1x1 conv of an NCHW tensor as one batched matmul, plus ``residual`` in the same kernel if given.
+
+    On CPUs this avoids the layout reorders oneDNN does around every convolution, which dominate 1x1 convs
+    with few channels (IDM).
+    """
+    n, cin, h, w = x.shape
+    cout = weight.shape[0]
+    assert bias is not None  # (for TorchScript's Optional refinement)
+    w3 = weight.reshape(1, cout, cin)
+    xf = x.reshape(n, cin, h * w)
+    if residual is None:
+        out = torch.baddbmm(bias.reshape(1, cout, 1), w3.expand(n, cout, cin), xf)
+    else:  # residual + W x + b: the bias rides along as an extra input channel of ones
+        w3 = torch.cat([w3, bias.reshape(1, cout, 1)], dim=2)
+        xf = torch.cat([xf, xf.new_ones(n, 1, h * w)], dim=1)
+        out = torch.baddbmm(residual.reshape(n, cout, h * w), w3.expand(n, cout, cin + 1), xf)
+    return out.reshape(n, cout, h, w)
+
+
 class IntegrationDistribution(nn.Module):
     """Integration-and-Distribution Module (IDM, Sec. 3.3).
 
@@ -107,7 +130,8 @@ class IntegrationDistribution(nn.Module):
         self.clip_len = clip_len
         self.thw = thw
         inter_dim, inter_thw = dim // reduction, thw // reduction
-        self.reduce = nn.Sequential(nn.Conv2d(dim, inter_dim, 1), nn.BatchNorm2d(inter_dim))
+        self.reduce = nn.Conv2d(dim, inter_dim, 1)
+        self.reduce_bn = nn.BatchNorm2d(inter_dim)
         self.integrate = nn.Conv1d(thw, inter_thw, 1)
         self.integrate_bn = nn.BatchNorm1d(inter_thw)
         self.distribute = nn.Conv1d(inter_thw, thw, 1)
@@ -124,7 +148,8 @@ class IntegrationDistribution(nn.Module):
         nn.init.zeros_(self.expand.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.reduce(x)
+        plain = x.is_contiguous()  # NCHW: 1x1 convs as batched matmuls; channels_last (GPU): cuDNN convs
+        z = self.reduce_bn(pointwise_conv(x, self.reduce.weight, self.reduce.bias) if plain else self.reduce(x))
         nl, c, h, w = z.shape
         n = nl // self.clip_len
         # (N*L, c, H, W) -> (N, L*H*W, c): one "channel" per space-time position, as Eq. 7 integrates over them
@@ -136,6 +161,8 @@ class IntegrationDistribution(nn.Module):
         y = self.integrate_bn(torch.matmul(self.integrate.weight.squeeze(-1), z) + b_i.unsqueeze(-1))
         z = z + torch.matmul(self.distribute.weight.squeeze(-1), y) + b_d.unsqueeze(-1)
         z = z.reshape(n, self.clip_len, h * w, c).permute(0, 1, 3, 2).reshape(nl, c, h, w)
+        if plain:
+            return torch.relu_(pointwise_conv(z, self.expand.weight, self.expand.bias, residual=x))
         return torch.relu_(self.expand(z) + x)
 
 
@@ -166,6 +193,10 @@ class SalientToBroad(nn.Module):
         self.k = k
         self.beta = beta
         self.alpha = alpha
+        # the SBM's input follows a bottleneck's ReLU in every SINet placement; with x >= 0 (and CAL >= 0)
+        # relu(x * cal) == x * cal, so CAL can scale the kernels instead of the feature maps (set False to use
+        # the module after something that can be negative)
+        self.nonneg_input = True
         # CAL: squeeze-and-excitation weights (Eq. 1)
         self.cal_fc1 = nn.Linear(dim, dim // se_reduction)
         self.cal_fc2 = nn.Linear(dim // se_reduction, dim)
@@ -179,32 +210,57 @@ class SalientToBroad(nn.Module):
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.weight.shape[0]))
             nn.init.uniform_(m.bias, -1.0 / math.sqrt(m.weight.shape[1]), 1.0 / math.sqrt(m.weight.shape[1]))
 
-    def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """CAL (Eq. 1): SE weights masked to channels whose response is central. x: (N, L, C, H, W) -> (N, C)."""
-        mean_all = x.mean(dim=(1, 3, 4))
-        mean_inner = x[:, :, :, 1:-1, 1:-1].mean(dim=(1, 3, 4))
+    def channel_attention(self, x: torch.Tensor, frame_sums: torch.Tensor) -> torch.Tensor:
+        """CAL (Eq. 1): SE weights masked to channels whose response is central. x: (N, L, C, H, W) -> (N, C).
+
+        ``frame_sums`` is ``x.sum(dim=(3, 4))``, shared with CPM.
+        """
+        t, h, w = x.shape[1], x.shape[3], x.shape[4]
+        mean_all = frame_sums.sum(dim=1) / (t * h * w)
+        mean_inner = x[:, :, :, 1:-1, 1:-1].sum(dim=(3, 4)).sum(dim=1) / (t * (h - 2) * (w - 2))
         central = (mean_inner / (mean_all + 1e-8) > 1).to(x.dtype)
         se = torch.sigmoid(self.cal_fc2(F.relu(self.cal_fc1(mean_all))))
         return se * central
 
-    def generate_kernel(self, xf: torch.Tensor) -> torch.Tensor:
-        """KGM (Eq. 2-3): k*k kernel from the former frames. xf: (N, Tf, C, H, W) -> (N, C, k*k)."""
+    def generate_kernel(self, xf: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
+        """KGM (Eq. 2-3): k*k kernel from the CAL-weighted former frames relu(xf * cal).
+
+        xf: (N, Tf, C, H, W), cal: (N, C) -> (N, C, k*k).
+        """
         n, tf, c, h, w = xf.shape
-        maps = F.relu(self.kgm_bn(self.kgm_conv(xf.reshape(n * tf, c, h, w))))
-        maps = maps.reshape(n, tf, self.k * self.k, h * w)
+        kk = self.k * self.k
+        x2 = xf.reshape(n, tf, c, h * w)
+        bias = self.kgm_conv.bias
+        assert bias is not None  # (for TorchScript's Optional refinement)
+        if self.nonneg_input:
+            # relu(xf * cal) == xf * cal for xf >= 0, cal >= 0: fold cal into the 1x1 conv's weights per sample
+            weight = self.kgm_conv.weight.reshape(1, 1, kk, c) * cal[:, None, None, :]
+            maps = torch.matmul(weight, x2) + bias[:, None]
+        else:
+            x2 = torch.relu(x2 * cal[:, None, :, None])
+            maps = torch.matmul(self.kgm_conv.weight.reshape(kk, c), x2) + bias[:, None]
+        maps = F.relu(self.kgm_bn(maps.reshape(n * tf, kk, h, w))).reshape(n, tf, kk, h * w)
         if self.k != 1:
             maps = maps / maps.sum(dim=2, keepdim=True).clamp_min(1e-12)  # L1 over the k*k maps
         maps = maps / maps.sum(dim=(1, 3), keepdim=True).clamp_min(1e-12)  # L1 over positions
-        return torch.einsum('ntcs,ntks->nck', xf.reshape(n, tf, c, h * w), maps)
+        kernel = torch.matmul(x2, maps.transpose(-1, -2)).sum(dim=1)  # (N, C, k*k)
+        return kernel * cal[:, :, None] if self.nonneg_input else kernel
 
-    def suppression(self, xl: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """SO (Eq. 4-5): suppression map S of the later frames. xl: (N, Tl, C, H, W) -> (N, Tl, 1, H, W)."""
+    def suppression(self, xl: torch.Tensor, kernel: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
+        """SO (Eq. 4-5): suppression map S of the CAL-weighted later frames.
+
+        xl: (N, Tl, C, H, W), kernel: (N, C, k*k), cal: (N, C) -> (N, Tl, 1, H, W).
+        """
         n, tl, c, h, w = xl.shape
         k, pad = self.k, (self.k - 1) // 2
+        x2 = xl.reshape(n, tl, c, h * w)
+        if self.nonneg_input:
+            kernel = kernel * cal[:, :, None]  # relu(xl * cal) == xl * cal: scale the kernel, not the frames
+        else:
+            x2 = torch.relu(x2 * cal[:, None, :, None])
         # correlate each later frame with its sample's kernel: project channels onto the k*k taps first, then
         # replicate-pad and sum the shifted taps (replicate padding commutes with the per-pixel projection)
-        taps = torch.matmul(kernel.transpose(1, 2).unsqueeze(1), xl.reshape(n, tl, c, h * w))
-        taps = taps.reshape(n * tl, k * k, h, w)
+        taps = torch.matmul(kernel.transpose(1, 2).unsqueeze(1), x2).reshape(n * tl, k * k, h, w)
         if pad > 0:
             taps = F.pad(taps, (pad, pad, pad, pad), mode='replicate')
         resp = taps.new_zeros(n * tl, h, w)
@@ -220,17 +276,39 @@ class SalientToBroad(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nl, c, h, w = x.shape
         x = x.reshape(nl // self.clip_len, self.clip_len, c, h, w)
-        xf, xl = x[:, :self.split_pos + 1], x[:, self.split_pos + 1:]
-        cal = self.channel_attention(x)[:, None, :, None, None]
-        kernel = self.generate_kernel(F.relu(xf * cal))
-        s = self.suppression(F.relu(xl * cal), kernel)
+        pos = self.split_pos + 1
+        xf, xl = x[:, :pos], x[:, pos:]
+        frame_sums = x.sum(dim=(3, 4))  # (N, L, C)
+        cal = self.channel_attention(x, frame_sums)
+        s = self.suppression(xl, self.generate_kernel(xf, cal), cal)
         # CPM (Eq. 6): later frames keep what was not salient before and see the former frames' context;
         # former frames receive the later frames' broad (suppressed) regions
-        xl_out = xl * s + self.alpha * xf.mean(dim=(1, 3, 4))[:, None, :, None, None]
-        inv = 1.0 - s
-        broad = (inv * xl).sum(dim=(1, 3, 4)) / inv.sum(dim=(1, 3, 4)).clamp_min(1e-12)  # 0/0 -> 0
-        xf_out = xf + self.alpha * broad[:, None, :, None, None]
-        return torch.cat([xf_out, xl_out], dim=1).reshape(nl, c, h, w)
+        context = (self.alpha / (pos * h * w)) * frame_sums[:, :pos].sum(dim=1)  # alpha * GAP(former)
+        n, tl = xl.shape[0], xl.shape[1]
+        inv = (1.0 - s).reshape(n, tl, h * w, 1)
+        broad = torch.matmul(xl.reshape(n, tl, c, h * w), inv).sum(dim=1).squeeze(-1)  # sum of (1-S) * x_later
+        broad = (self.alpha * broad) / inv.sum(dim=(1, 2)).clamp_min(1e-12)  # 0/0 -> 0
+        context, broad = context[:, None, :, None, None], broad[:, None, :, None, None]
+        if not torch.jit.is_scripting():  # (TorchScript compiles only the torch.cat path)
+            if _may_write_in_place():
+                return _cpm_into(x, xf, xl, s, context, broad, pos).reshape(nl, c, h, w)
+        return torch.cat([xf + broad, torch.addcmul(context, xl, s)], dim=1).reshape(nl, c, h, w)
+
+
+@torch.jit.unused
+def _may_write_in_place() -> bool:
+    """Inference in eager mode: outputs can be written into one buffer (no autograd graph, no tracing)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+@torch.jit.unused
+def _cpm_into(x: torch.Tensor, xf: torch.Tensor, xl: torch.Tensor, s: torch.Tensor, context: torch.Tensor,
+              broad: torch.Tensor, pos: int) -> torch.Tensor:
+    """CPM outputs written straight into one buffer, saving torch.cat's extra pass over the features."""
+    out = torch.empty_like(x)
+    torch.add(xf, broad, out=out[:, :pos])
+    torch.addcmul(context, xl, s, out=out[:, pos:])
+    return out
 
 
 class SINetOutput(NamedTuple):
@@ -448,7 +526,7 @@ def _is_torchvision_resnet(state_dict: dict[str, torch.Tensor]) -> bool:
 
 _RELEASED_MODULE_KEYS = {
     # IDM: released name -> ours
-    'chl_reduction.0.': 'reduce.0.', 'chl_reduction.1.': 'reduce.1.',
+    'chl_reduction.0.': 'reduce.', 'chl_reduction.1.': 'reduce_bn.',
     'thw_reduction.0.': 'integrate.', 'thw_reduction.1.': 'integrate_bn.',
     'thw_expansion.0.': 'distribute.', 'chl_expansion.0.': 'expand.',
     # SBM

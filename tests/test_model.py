@@ -196,3 +196,19 @@ def test_paper_idm_variant():
 
 def test_model_class_is_exported():
     assert isinstance(timm.create_model('vreid_r50'), SINet)
+
+
+def test_sbm_fast_paths_equal_the_plain_computation():
+    """Folding CAL into the kernels (non-negative input) and writing CPM in place change no result."""
+    torch.manual_seed(0)
+    sbm = timm.create_model('sbnet_r50').layer3[5].eval()
+    x = torch.relu(torch.randn(8, 1024, 16, 8))  # two 4-frame clips, post-ReLU as inside the model
+    with torch.no_grad():
+        fast = sbm(x)  # nonneg_input=True, in-place CPM
+        sbm.nonneg_input = False
+        plain = sbm(x)
+    with torch.enable_grad():
+        graph = sbm(x.clone().requires_grad_())  # the torch.cat path used for training
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(graph.detach(), plain, atol=1e-6, rtol=1e-6)
+    assert (fast - x).abs().max() > 1e-3  # the module does something
