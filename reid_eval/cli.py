@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-from .engine import ExtractPlan, FrameReadError, cache_folder, extract_features, weights_sha256, write_meta
+from .engine import (
+    ExtractPlan,
+    FrameReadError,
+    cache_folder,
+    extract_features,
+    frame_error_message,
+    weights_sha256,
+    write_meta,
+)
 from .paper import paper_metrics
 from .ranking import RANKS, rank_metrics
 
@@ -314,10 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (EvalError, DatasetLayoutError, FrameReadError, ValueError) as e:
-        msg = str(e)
-        if isinstance(e, FrameReadError) and 'cannot read frame' in msg:  # re-raised from a loader worker
-            msg = msg[msg.index('cannot read frame'):].strip()
-        print(f'error: {msg}', file=sys.stderr)
+        print(f'error: {frame_error_message(e) if isinstance(e, FrameReadError) else e}', file=sys.stderr)
         return 2
     if not summary:
         return 0

@@ -32,6 +32,13 @@ class FrameReadError(OSError):
     """A frame image could not be read or decoded."""
 
 
+def frame_error_message(e: BaseException) -> str:
+    """The user-facing part of a FrameReadError, also when a DataLoader worker re-raised it inside a traceback."""
+    msg = str(e)
+    i = msg.find('cannot read')
+    return msg[i:].strip() if i >= 0 else msg
+
+
 def weights_sha256(model: torch.nn.Module) -> str:
     """Content hash of a model's state dict (names, dtypes, shapes and values), whatever file it came from."""
     h = hashlib.sha256()

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .engine import ExtractPlan, FrameReadError, extract_features, weights_sha256
+from .engine import ExtractPlan, FrameReadError, extract_features, frame_error_message, weights_sha256
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'FEATURES_FORMAT', 'InputTracklet', 'FeatureSet', 'TrackletInputError', 'FeatureFileError',
@@ -214,10 +214,7 @@ def find_tracklets(source: str | Path) -> list[InputTracklet]:
 
 
 def _frame_error_message(e: FrameReadError) -> str:
-    msg = str(e)
-    if 'cannot read frame' in msg:  # re-raised from a DataLoader worker with its traceback around it
-        msg = msg[msg.index('cannot read frame'):].strip()
-        msg = msg.split('\n')[0]
+    msg = frame_error_message(e).split('\n')[0]
     if '. Replace or delete' in msg:
         msg = msg[:msg.index('. Replace or delete')]
     return msg + '. Replace the file, or delete it (and its line in a list file).'

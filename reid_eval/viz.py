@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import FrameReadError
+from .engine import FrameReadError, frame_error_message
 
 __all__ = [
     'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'VizError', 'select_frames', 'activation_maps',
@@ -486,8 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise VizError(f'{args.run} is not valid JSON ({e})') from None
             path = plot_cmc(summary, args.output or args.run.with_name(f'{args.run.stem}.cmc.png'))
     except FrameReadError as e:
-        msg = str(e)
-        print(f'error: {msg[msg.index("cannot read frame"):] if "cannot read frame" in msg else msg}', file=sys.stderr)
+        print(f'error: {frame_error_message(e)}', file=sys.stderr)
         return 2
     except (VizError, EvalError, DatasetLayoutError) as e:
         print(f'error: {e}', file=sys.stderr)
