@@ -266,6 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise EvalError(f"--split must be an integer or 'all', got {args.split!r}") from e
 
+    if args.model and not args.checkpoint:
+        _check_model_name(args.model)
     from .datasets import check_layout
     check_layout(dataset, root)  # a wrong --root is reported before any weights are fetched
     if args.no_pretrained:
