@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='mars, lsvid, ilidsvid, prid2011, dukev, or synthetic (a small generated MARS-format set)')
     g.add_argument('--root', help='folder holding the dataset folder (e.g. DATA for DATA/mars)')
     g.add_argument('--split', type=int, default=_D.split, help='split of iLIDS-VID / PRID-2011 (0..9)')
+    g.add_argument('--train-chunk', type=int, default=_D.train_chunk,
+                   help='cut training tracklets into pieces of this many frames (default: the released loaders\' '
+                        'sampling_step: 48 for LS-VID, 32 for DukeV, whole tracklets otherwise; 0 = whole)')
     g.add_argument('--img-size', type=int, nargs=2, default=list(_D.img_size), metavar=('H', 'W'))
     g.add_argument('--frames-per-clip', type=int, default=_D.frames_per_clip, help='released --seq_len (4)')
     g.add_argument('--num-identities', type=int, default=_D.num_identities, help='identities per batch (P)')

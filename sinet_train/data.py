@@ -57,6 +57,27 @@ def check_tracklets(tracklets: Sequence[Tracklet]) -> None:
                 'frames are padded with their last frame, but an empty one cannot be: fix or remove it')
 
 
+#: train-tracklet chunk length of the released data loaders (``sampling_step``): LS-VID 48, DukeV 32, others none
+RELEASED_TRAIN_CHUNK = {'lsvid': 48, 'dukev': 32}
+
+
+def chunk_tracklets(tracklets: Sequence[Tracklet], step: int) -> list[Tracklet]:
+    """Cut training tracklets into pieces of ``step`` frames, the last piece taking the remainder (released
+    ``sampling_step``); tracklets shorter than ``step`` and ``step=0`` are kept whole."""
+    if step <= 0:
+        return list(tracklets)
+    out: list[Tracklet] = []
+    for paths, pid, camid in tracklets:
+        pieces = len(paths) // step
+        if pieces == 0:
+            out.append((paths, pid, camid))
+            continue
+        for i in range(pieces):
+            end = (i + 1) * step if i < pieces - 1 else len(paths)
+            out.append((tuple(paths[i * step:end]), pid, camid))
+    return out
+
+
 def restricted_random_crop(frames: Sequence, size: int = 4, rng: random.Random | None = None) -> list:
     """Restricted random sampling: cut the tracklet into ``size`` segments and take one random frame of each.
 

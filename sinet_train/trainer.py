@@ -43,7 +43,14 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from .data import ClipTrainTransform, IdentityBatchSampler, TrainClipDataset, check_tracklets
+from .data import (
+    RELEASED_TRAIN_CHUNK,
+    ClipTrainTransform,
+    IdentityBatchSampler,
+    TrainClipDataset,
+    check_tracklets,
+    chunk_tracklets,
+)
 from .losses import RELEASED_FRAME_LOSS_WEIGHT, SINetCriterion
 
 __all__ = ['TrainConfig', 'TrainError', 'train', 'RUN_FILES', 'latest_checkpoint', 'load_training_state']
@@ -73,6 +80,7 @@ class TrainConfig:
     root: str | None = None
     output: str = 'runs/train'
     split: int = 0
+    train_chunk: int | None = None  # None: the released value for the dataset (LS-VID 48, DukeV 32, else whole)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = True  # ImageNet backbone (timm/resnet50.tv_in1k), as the authors
     img_size: tuple[int, int] = (256, 128)
@@ -626,6 +634,8 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
     dataset, root = _dataset_args(cfg)
     data = load_dataset(dataset, root, cfg.split, check_frames=False)
     check_tracklets(data.train)
+    chunk = RELEASED_TRAIN_CHUNK.get(data.name, 0) if cfg.train_chunk is None else cfg.train_chunk
+    data.train = chunk_tracklets(data.train, chunk)
     pids = [pid for _, pid, _ in data.train]
     sampler = IdentityBatchSampler(pids, cfg.num_instances, cfg.num_identities, cfg.seed, env.rank, env.world)
     batches_per_epoch = len(sampler.rank_batches(0))

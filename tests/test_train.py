@@ -463,3 +463,14 @@ def test_cuda_mixed_precision_step(amp):
         sums = train_one_epoch(model, [(x, pids)], crit, optimizer, dev, amp=amp, scaler=scaler, clip_grad=5.0)
         losses.append(sums['loss'] / 6)
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_train_chunks_follow_the_released_sampling_step():
+    """The released LS-VID (48) and DukeV (32) loaders cut training tracklets; the last piece keeps the rest."""
+    from sinet_train.data import RELEASED_TRAIN_CHUNK, chunk_tracklets
+    frames = tuple(f'f{i:03d}' for i in range(110))
+    out = chunk_tracklets([(frames, 3, 1), (frames[:20], 4, 0)], 48)
+    assert [len(p) for p, _, _ in out] == [48, 62, 20]  # 110 = 48 + 62 (last piece takes the remainder)
+    assert out[1][0][0] == 'f048' and out[1][1:] == (3, 1)
+    assert chunk_tracklets([(frames, 3, 1)], 0) == [(frames, 3, 1)]
+    assert RELEASED_TRAIN_CHUNK == {'lsvid': 48, 'dukev': 32}
