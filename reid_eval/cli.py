@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` -> a usable device, or an EvalError saying what is wrong."""
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root = Path(args.root)
     if args.model is None and not args.checkpoint:
         args.model = 'sinet_r50.mars'
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     if world > 1:
         import torch.distributed as dist
         local = int(os.environ.get('LOCAL_RANK', '0'))

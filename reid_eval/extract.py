@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``sinet-extract``: returns 0 on success, 2 on a user error (printed as one ``error:`` message)."""
-    from .cli import EvalError, _resolve_device, load_model
+    from .cli import EvalError, load_model, resolve_device
 
     args = build_parser().parse_args(argv)
     if args.output.exists() and not args.overwrite:
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         tracklets = find_tracklets(args.input)
-        device = _resolve_device(args.device)
+        device = resolve_device(args.device)
         if args.model is None and not args.checkpoint:
             args.model = 'sinet_r50.mars'
         if args.no_pretrained:

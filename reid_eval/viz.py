@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``sinet-viz``: returns 0 on success, 2 on a user error (printed as one ``error:`` message)."""
-    from .cli import EvalError, _resolve_device
+    from .cli import EvalError, resolve_device
     from .datasets import DatasetLayoutError
 
     args = build_parser().parse_args(argv)
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == 'cam':
             out = args.output or Path(f'{args.tracklet.resolve().name}.cam.png')
             path = plot_cam(args.tracklet, args.models, out, frames=args.frames, reduce=args.reduce,
-                            pretrained=not args.no_pretrained, seed=args.seed, device=_resolve_device(args.device),
+                            pretrained=not args.no_pretrained, seed=args.seed, device=resolve_device(args.device),
                             frame_size=args.frame_size)
         elif args.command == 'ranks':
             out = args.output or args.run.with_name(f'{args.run.stem}.ranks.png')

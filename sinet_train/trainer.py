@@ -186,20 +186,17 @@ class _Dist:
 
 
 def _resolve_device(name: str, local_rank: int, world: int) -> torch.device:
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    """reid_eval's device check, then the rank's own GPU under torchrun."""
+    from reid_eval.cli import EvalError, resolve_device
+
     try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise TrainError(f'unknown device {name!r}; use auto, cpu, cuda or cuda:N') from e
+        dev = resolve_device(name)
+    except EvalError as e:
+        raise TrainError(str(e)) from e
     if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise TrainError(f'--device {name} was asked for, but PyTorch sees no CUDA GPU; use --device cpu')
         if world > 1 or dev.index is None:
             dev = torch.device('cuda', local_rank if world > 1 else torch.cuda.current_device())
         torch.cuda.set_device(dev)
-    elif dev.type != 'cpu':
-        raise TrainError(f'unsupported device {name!r}; use auto, cpu, cuda or cuda:N')
     return dev
 
 
