@@ -105,6 +105,8 @@ def resolve_device(name: str) -> torch.device:
 def _check_model_name(name: str) -> None:
     import timm
 
+    import sinet_timm  # noqa: F401  (registers the family before names are checked)
+
     if ':' in name:
         return  # hf-hub: / local-dir: are resolved by timm
     arch = name.split('.')[0]
