@@ -231,9 +231,11 @@ def plot_cam(
     fig = _figure(canvas)
     name = Path(tracklet_dir).name
     how = 'channel mean' if reduce == 'mean' else 'channel L2 norm'
-    _text(fig, canvas.shape, PAD, HEADER_H / 2,
-          f'{name}: {len(paths)} frames, {len(chosen)} shown as {len(chosen) // 4} clips of 4; activation = {how} '
-          'of forward_features, min-max per frame', fontsize=8, va='center')
+    header = (f'{name}: {len(paths)} frames, {len(chosen)} shown as {len(chosen) // 4} clips of 4; '
+              f'activation = {how} of forward_features, min-max per frame')
+    lines = textwrap.wrap(header, max(20, canvas.shape[1] // 5))  # fit the figure's width (about 5 px a char)
+    _text(fig, canvas.shape, PAD, HEADER_H / 2, '\n'.join(lines[:2]), fontsize=7 if len(lines) > 1 else 8,
+          va='center')
     for t, i in enumerate(idx):
         _text(fig, canvas.shape, LABEL_W + PAD + t * (fw + PAD) + fw / 2, HEADER_H + TITLE_H / 2,
               f'clip {t // 4 + 1} · t{t % 4 + 1} (#{i + 1})', ha='center', va='center', fontsize=6)
@@ -447,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--seed', type=int, default=0)
     c.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     c.add_argument('--output', '-o', type=Path, help='PNG to write (default: <tracklet>.cam.png here)')
+    c.add_argument('--overwrite', action='store_true', help='replace an existing PNG')
     r = sub.add_parser('ranks', help='top-k gallery tracklets of chosen queries (paper Fig. 7)')
     r.add_argument('run', type=Path, help='results JSON of a sinet-eval run made with --save-features')
     r.add_argument('--queries', type=int, nargs='+', default=[0], help='query indices (0-based)')
@@ -455,9 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--frame-size', type=_size, default=(96, 48), help='shown frame size HxW in px (96x48)')
     r.add_argument('--split-index', type=int, default=0, help='which split of a multi-split run (0-based)')
     r.add_argument('--output', '-o', type=Path, help='PNG to write (default: <run stem>.ranks.png beside it)')
+    r.add_argument('--overwrite', action='store_true', help='replace an existing PNG')
     m = sub.add_parser('cmc', help='CMC curve of a sinet-eval results JSON')
     m.add_argument('run', type=Path, help='results JSON of a sinet-eval run')
     m.add_argument('--output', '-o', type=Path, help='PNG to write (default: <run stem>.cmc.png beside it)')
+    m.add_argument('--overwrite', action='store_true', help='replace an existing PNG')
     return p
 
 
@@ -467,14 +472,20 @@ def main(argv: list[str] | None = None) -> int:
     from .datasets import DatasetLayoutError
 
     args = build_parser().parse_args(argv)
+
+    def target(path: Path) -> Path:
+        if path.exists() and not args.overwrite:
+            raise VizError(f'{path} exists; pass --overwrite to replace it or choose another --output')
+        return path
+
     try:
         if args.command == 'cam':
-            out = args.output or Path(f'{args.tracklet.resolve().name}.cam.png')
+            out = target(args.output or Path(f'{args.tracklet.resolve().name}.cam.png'))
             path = plot_cam(args.tracklet, args.models, out, frames=args.frames, reduce=args.reduce,
                             pretrained=not args.no_pretrained, seed=args.seed, device=resolve_device(args.device),
                             frame_size=args.frame_size)
         elif args.command == 'ranks':
-            out = args.output or args.run.with_name(f'{args.run.stem}.ranks.png')
+            out = target(args.output or args.run.with_name(f'{args.run.stem}.ranks.png'))
             path = plot_ranks(args.run, out, queries=args.queries, topk=args.topk, frames=args.frames,
                               split_index=args.split_index, frame_size=args.frame_size)
         else:
@@ -484,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary = json.loads(args.run.read_text())
             except json.JSONDecodeError as e:
                 raise VizError(f'{args.run} is not valid JSON ({e})') from None
-            path = plot_cmc(summary, args.output or args.run.with_name(f'{args.run.stem}.cmc.png'))
+            path = plot_cmc(summary, target(args.output or args.run.with_name(f'{args.run.stem}.cmc.png')))
     except FrameReadError as e:
         print(f'error: {frame_error_message(e)}', file=sys.stderr)
         return 2

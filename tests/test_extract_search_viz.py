@@ -296,3 +296,15 @@ def test_viz_ranks_needs_saved_features(run_json, tmp_path, capsys):
     assert '--save-features' in capsys.readouterr().err
     assert viz.main(['ranks', str(run_json), '--queries', '999']) == 2
     assert 'out of range' in capsys.readouterr().err
+
+
+def test_viz_keeps_an_existing_picture(tmp_path, capsys):
+    """sinet-viz never replaces a file the user has without --overwrite."""
+    from reid_eval.viz import main as viz_main
+    run = tmp_path / 'run.json'
+    run.write_text(json.dumps({'model': 'm', 'dataset': 'd', 'mode': 'dense', 'metrics': {'cmc': [50.0, 100.0]},
+                               'per_split': [{'metrics': {'cmc': [50.0, 100.0], 'mAP': 60.0}}]}))
+    png = tmp_path / 'mine.png'
+    png.write_bytes(b'user data')
+    assert viz_main(['cmc', str(run), '-o', str(png)]) == 2
+    assert '--overwrite' in capsys.readouterr().err and png.read_bytes() == b'user data'
