@@ -25,6 +25,7 @@ from .engine import (
     cache_folder,
     extract_features,
     frame_error_message,
+    output_taken,
     weights_sha256,
     write_meta,
 )
@@ -321,9 +322,8 @@ def _output_path(args: argparse.Namespace, summary: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.output and args.output.exists() and not args.overwrite:
-        print(f'error: {args.output} exists; pass --overwrite to replace it or choose another --output',
-              file=sys.stderr)
+    if taken := output_taken(args.output, args.overwrite):
+        print(f'error: {taken}', file=sys.stderr)
         return 2
     from .datasets import DatasetLayoutError
     try:

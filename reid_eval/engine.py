@@ -32,6 +32,13 @@ class FrameReadError(OSError):
     """A frame image could not be read or decoded."""
 
 
+def output_taken(path: Path | None, overwrite: bool) -> str | None:
+    """The message for an output file that exists and may not be replaced (None when it is fine to write)."""
+    if path is not None and path.exists() and not overwrite:
+        return f'{path} exists; pass --overwrite to replace it or choose another --output'
+    return None
+
+
 def frame_error_message(e: BaseException) -> str:
     """The user-facing part of a FrameReadError, also when a DataLoader worker re-raised it inside a traceback."""
     msg = str(e)

@@ -37,7 +37,14 @@ from typing import Any
 
 import torch
 
-from .engine import ExtractPlan, FrameReadError, extract_features, frame_error_message, weights_sha256
+from .engine import (
+    ExtractPlan,
+    FrameReadError,
+    extract_features,
+    frame_error_message,
+    output_taken,
+    weights_sha256,
+)
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'FEATURES_FORMAT', 'InputTracklet', 'FeatureSet', 'TrackletInputError', 'FeatureFileError',
@@ -403,9 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import EvalError, load_model, resolve_device
 
     args = build_parser().parse_args(argv)
-    if args.output.exists() and not args.overwrite:
-        print(f'error: {args.output} exists; pass --overwrite to replace it or choose another --output',
-              file=sys.stderr)
+    if taken := output_taken(args.output, args.overwrite):
+        print(f'error: {taken}', file=sys.stderr)
         return 2
     if args.batch_clips < 1 or args.workers < 0:
         print('error: --batch-clips must be >= 1 and --workers >= 0', file=sys.stderr)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .engine import output_taken
 from .extract import FeatureFileError, FeatureSet, load_features
 
 __all__ = ['Match', 'QueryResult', 'SearchError', 'cosine_distance_matrix', 'weights_warning', 'search', 'main']
@@ -170,9 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``sinet-search``: returns 0 on success, 2 on a user error (printed as one ``error:`` message)."""
     args = build_parser().parse_args(argv)
-    if args.output and args.output.exists() and not args.overwrite:
-        print(f'error: {args.output} exists; pass --overwrite to replace it or choose another --output',
-              file=sys.stderr)
+    if taken := output_taken(args.output, args.overwrite):
+        print(f'error: {taken}', file=sys.stderr)
         return 2
     if args.output and args.output.suffix.lower() not in ('.csv', '.json'):
         print(f'error: --output {args.output}: use a .csv or .json file name', file=sys.stderr)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import FrameReadError, frame_error_message
+from .engine import FrameReadError, frame_error_message, output_taken
 
 __all__ = [
     'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'VizError', 'select_frames', 'activation_maps',
@@ -474,8 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def target(path: Path) -> Path:
-        if path.exists() and not args.overwrite:
-            raise VizError(f'{path} exists; pass --overwrite to replace it or choose another --output')
+        if taken := output_taken(path, args.overwrite):
+            raise VizError(taken)
         return path
 
     try:
