@@ -159,11 +159,11 @@ class IntegrationDistribution(nn.Module):
         b_i, b_d = self.integrate.bias, self.distribute.bias
         assert b_i is not None and b_d is not None  # (for TorchScript's Optional refinement)
         y = self.integrate_bn(torch.matmul(self.integrate.weight.squeeze(-1), z) + b_i.unsqueeze(-1))
-        z = z + torch.matmul(self.distribute.weight.squeeze(-1), y) + b_d.unsqueeze(-1)
+        z = torch.baddbmm(z + b_d.unsqueeze(-1), self.distribute.weight.squeeze(-1).expand(n, -1, -1), y)
         z = z.reshape(n, self.clip_len, h * w, c).permute(0, 1, 3, 2).reshape(nl, c, h, w)
         if plain:
             return torch.relu_(pointwise_conv(z, self.expand.weight, self.expand.bias, residual=x))
-        return torch.relu_(self.expand(z) + x)
+        return self.expand(z).add_(x).relu_()  # in place: no second full-size buffer
 
 
 class SalientToBroad(nn.Module):
@@ -184,7 +184,10 @@ class SalientToBroad(nn.Module):
             beta: float = 5.0,
             alpha: float = 0.1,
             se_reduction: int = 4,
+            inplace: bool = False,
     ):
+        """``inplace``: at inference, write the output into the input's memory (like ``nn.ReLU(inplace=True)``;
+        SINet sets it, its SBM inputs being fresh block outputs). Never done when autograd records."""
         super().__init__()
         if not 0 <= split_pos < clip_len - 1:
             raise ValueError(f'split_pos must be in [0, {clip_len - 2}], got {split_pos}')
@@ -193,6 +196,7 @@ class SalientToBroad(nn.Module):
         self.k = k
         self.beta = beta
         self.alpha = alpha
+        self.inplace = inplace
         # the SBM's input follows a bottleneck's ReLU in every SINet placement; with x >= 0 (and CAL >= 0)
         # relu(x * cal) == x * cal, so CAL can scale the kernels instead of the feature maps (set False to use
         # the module after something that can be negative)
@@ -210,89 +214,125 @@ class SalientToBroad(nn.Module):
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.weight.shape[0]))
             nn.init.uniform_(m.bias, -1.0 / math.sqrt(m.weight.shape[1]), 1.0 / math.sqrt(m.weight.shape[1]))
 
-    def channel_attention(self, x: torch.Tensor, frame_sums: torch.Tensor) -> torch.Tensor:
-        """CAL (Eq. 1): SE weights masked to channels whose response is central. x: (N, L, C, H, W) -> (N, C).
+    def channel_attention(self, tokens: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """CAL (Eq. 1): SE weights masked to channels whose response is central.
 
-        ``frame_sums`` is ``x.sum(dim=(3, 4))``, shared with CPM.
+        tokens: (N, L, H*W, C) -> CAL weights (N, C) and per-frame sums over positions (N, L, C), shared with CPM.
         """
-        t, h, w = x.shape[1], x.shape[3], x.shape[4]
-        mean_all = frame_sums.sum(dim=1) / (t * h * w)
-        mean_inner = x[:, :, :, 1:-1, 1:-1].sum(dim=(3, 4)).sum(dim=1) / (t * (h - 2) * (w - 2))
-        central = (mean_inner / (mean_all + 1e-8) > 1).to(x.dtype)
+        t, hw = tokens.shape[1], h * w
+        # sums over all positions and over the inner (H-2)x(W-2) ones, as one matmul with two masks
+        inner = tokens.new_zeros(h, w)
+        inner[1:-1, 1:-1] = 1.0
+        sums = torch.matmul(torch.stack([torch.ones_like(inner), inner]).reshape(2, hw), tokens)  # (N, L, 2, C)
+        frame_sums = sums[:, :, 0]
+        mean_all = frame_sums.sum(dim=1) / (t * hw)
+        mean_inner = sums[:, :, 1].sum(dim=1) / (t * (h - 2) * (w - 2))
+        central = (mean_inner / (mean_all + 1e-8) > 1).to(tokens.dtype)
         se = torch.sigmoid(self.cal_fc2(F.relu(self.cal_fc1(mean_all))))
-        return se * central
+        return se * central, frame_sums
 
-    def generate_kernel(self, xf: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
-        """KGM (Eq. 2-3): k*k kernel from the CAL-weighted former frames relu(xf * cal).
+    def generate_kernel(self, former: torch.Tensor, cal: torch.Tensor, h: int, w: int, cl: bool) -> torch.Tensor:
+        """KGM (Eq. 2-3): k*k kernel from the CAL-weighted former frames relu(x * cal).
 
-        xf: (N, Tf, C, H, W), cal: (N, C) -> (N, C, k*k).
+        former: (N, Tf, H*W, C) tokens, cal: (N, C) -> (N, k*k, C).
         """
-        n, tf, c, h, w = xf.shape
+        n, tf, hw, c = former.shape
         kk = self.k * self.k
-        x2 = xf.reshape(n, tf, c, h * w)
+        weight = self.kgm_conv.weight.reshape(1, kk, c)
         bias = self.kgm_conv.bias
         assert bias is not None  # (for TorchScript's Optional refinement)
         if self.nonneg_input:
-            # relu(xf * cal) == xf * cal for xf >= 0, cal >= 0: fold cal into the 1x1 conv's weights per sample
-            weight = self.kgm_conv.weight.reshape(1, 1, kk, c) * cal[:, None, None, :]
-            maps = torch.matmul(weight, x2) + bias[:, None]
+            # relu(x * cal) == x * cal for x >= 0, cal >= 0: fold cal into the 1x1 conv's weights per sample
+            weight = weight * cal[:, None, :]
         else:
-            x2 = torch.relu(x2 * cal[:, None, :, None])
-            maps = torch.matmul(self.kgm_conv.weight.reshape(kk, c), x2) + bias[:, None]
-        maps = F.relu(self.kgm_bn(maps.reshape(n * tf, kk, h, w))).reshape(n, tf, kk, h * w)
+            former = torch.relu(former * cal[:, None, None, :])
+            weight = weight.expand(n, kk, c)
+        maps = _project(former, weight, cl) + bias[:, None]  # (N, Tf, k*k, H*W)
+        maps = F.relu(self.kgm_bn(maps.reshape(n * tf, kk, h, w))).reshape(n, tf, kk, hw)
         if self.k != 1:
             maps = maps / maps.sum(dim=2, keepdim=True).clamp_min(1e-12)  # L1 over the k*k maps
         maps = maps / maps.sum(dim=(1, 3), keepdim=True).clamp_min(1e-12)  # L1 over positions
-        kernel = torch.matmul(x2, maps.transpose(-1, -2)).sum(dim=1)  # (N, C, k*k)
-        return kernel * cal[:, :, None] if self.nonneg_input else kernel
+        kernel = _pool(former, maps, cl)
+        return kernel * cal[:, None, :] if self.nonneg_input else kernel
 
-    def suppression(self, xl: torch.Tensor, kernel: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
+    def suppression(self, later: torch.Tensor, kernel: torch.Tensor, cal: torch.Tensor, h: int, w: int,
+                    cl: bool) -> torch.Tensor:
         """SO (Eq. 4-5): suppression map S of the CAL-weighted later frames.
 
-        xl: (N, Tl, C, H, W), kernel: (N, C, k*k), cal: (N, C) -> (N, Tl, 1, H, W).
+        later: (N, Tl, H*W, C) tokens, kernel: (N, k*k, C), cal: (N, C) -> S: (N, Tl, H*W).
         """
-        n, tl, c, h, w = xl.shape
+        n, tl, hw, c = later.shape
         k, pad = self.k, (self.k - 1) // 2
-        x2 = xl.reshape(n, tl, c, h * w)
         if self.nonneg_input:
-            kernel = kernel * cal[:, :, None]  # relu(xl * cal) == xl * cal: scale the kernel, not the frames
+            kernel = kernel * cal[:, None, :]  # relu(x * cal) == x * cal: scale the kernel, not the frames
         else:
-            x2 = torch.relu(x2 * cal[:, None, :, None])
+            later = torch.relu(later * cal[:, None, None, :])
         # correlate each later frame with its sample's kernel: project channels onto the k*k taps first, then
         # replicate-pad and sum the shifted taps (replicate padding commutes with the per-pixel projection)
-        taps = torch.matmul(kernel.transpose(1, 2).unsqueeze(1), x2).reshape(n * tl, k * k, h, w)
+        taps = _project(later, kernel, cl).reshape(n * tl, k * k, h, w)
         if pad > 0:
             taps = F.pad(taps, (pad, pad, pad, pad), mode='replicate')
-        resp = taps.new_zeros(n * tl, h, w)
-        for i in range(k):
-            for j in range(k):
-                resp = resp + taps[:, i * k + j, i:i + h, j:j + w]
-        resp = resp / (k * k)
-        prob = torch.softmax(resp.reshape(n, tl, h * w), dim=-1).clamp_min(1e-4)
-        ratio = 1.0 / (prob * (h * w))  # R: >1 where the response is below uniform
-        s = torch.exp(self.beta * torch.clamp(ratio - 1.0, max=0.0))
-        return s.reshape(n, tl, 1, h, w)
+        # resp[y, x] = sum over taps (i, j) of taps[i * k + j, y + i, x + j]: one strided view, one reduction
+        st = taps.stride()
+        shifted = taps.as_strided((n * tl, k, k, h, w), (st[0], k * st[1] + st[2], st[1] + st[3], st[2], st[3]))
+        resp = shifted.sum(dim=(1, 2))
+        prob = torch.softmax(resp.reshape(n, tl, hw) / (k * k), dim=-1).clamp_min(1e-4)
+        ratio = 1.0 / (prob * hw)  # R: >1 where the response is below uniform
+        return torch.exp(self.beta * torch.clamp(ratio - 1.0, max=0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nl, c, h, w = x.shape
-        x = x.reshape(nl // self.clip_len, self.clip_len, c, h, w)
-        pos = self.split_pos + 1
-        xf, xl = x[:, :pos], x[:, pos:]
-        frame_sums = x.sum(dim=(3, 4))  # (N, L, C)
-        cal = self.channel_attention(x, frame_sums)
-        s = self.suppression(xl, self.generate_kernel(xf, cal), cal)
+        cl = not x.is_contiguous()  # channels_last: tokens are contiguous (N, L, H*W, C)
+        if cl and not x.is_contiguous(memory_format=torch.channels_last):
+            x, cl = x.contiguous(), False
+        n, seq, hw, pos = nl // self.clip_len, self.clip_len, h * w, self.split_pos + 1
+        tokens = x.permute(0, 2, 3, 1).reshape(n, seq, hw, c)  # a view in both layouts
+        former, later = tokens[:, :pos], tokens[:, pos:]
+        cal, frame_sums = self.channel_attention(tokens, h, w)
+        s = self.suppression(later, self.generate_kernel(former, cal, h, w, cl), cal, h, w, cl)  # (N, Tl, H*W)
         # CPM (Eq. 6): later frames keep what was not salient before and see the former frames' context;
         # former frames receive the later frames' broad (suppressed) regions
-        context = (self.alpha / (pos * h * w)) * frame_sums[:, :pos].sum(dim=1)  # alpha * GAP(former)
-        n, tl = xl.shape[0], xl.shape[1]
-        inv = (1.0 - s).reshape(n, tl, h * w, 1)
-        broad = torch.matmul(xl.reshape(n, tl, c, h * w), inv).sum(dim=1).squeeze(-1)  # sum of (1-S) * x_later
-        broad = (self.alpha * broad) / inv.sum(dim=(1, 2)).clamp_min(1e-12)  # 0/0 -> 0
-        context, broad = context[:, None, :, None, None], broad[:, None, :, None, None]
+        context = (self.alpha / (pos * hw)) * frame_sums[:, :pos].sum(dim=1)  # alpha * GAP(former), (N, C)
+        inv = 1.0 - s
+        broad = _pool(later, inv.unsqueeze(2), cl).squeeze(1)  # sum of (1-S) * x_later, (N, C)
+        broad = (self.alpha * broad) / inv.sum(dim=(1, 2)).unsqueeze(1).clamp_min(1e-12)  # 0/0 -> 0
+        # in the layout's own order: (N, L, H*W, C) for channels_last, (N, L, C, H*W) for NCHW
+        if cl:
+            former, later, s = former, later, s.unsqueeze(3)
+            context, broad = context[:, None, None, :], broad[:, None, None, :]
+        else:
+            former, later, s = former.transpose(2, 3), later.transpose(2, 3), s.unsqueeze(2)
+            context, broad = context[:, None, :, None], broad[:, None, :, None]
         if not torch.jit.is_scripting():  # (TorchScript compiles only the torch.cat path)
             if _may_write_in_place():
-                return _cpm_into(x, xf, xl, s, context, broad, pos).reshape(nl, c, h, w)
-        return torch.cat([xf + broad, torch.addcmul(context, xl, s)], dim=1).reshape(nl, c, h, w)
+                out = x if self.inplace else torch.empty_like(x)
+                dst = out.permute(0, 2, 3, 1).reshape(n, seq, hw, c) if cl else out.reshape(n, seq, c, hw)
+                _cpm_into(dst, former, later, s, context, broad, pos)
+                return out
+        y = torch.cat([former + broad, torch.addcmul(context, later, s)], dim=1)
+        if cl:
+            return y.reshape(nl, h, w, c).permute(0, 3, 1, 2)
+        return y.reshape(nl, c, h, w)
+
+
+def _project(tokens: torch.Tensor, weight: torch.Tensor, cl: bool) -> torch.Tensor:
+    """Per-sample 1x1 projection: tokens (N, T, P, C), weight (N, K, C) -> (N, T, K, P).
+
+    The matmul is oriented for the memory layout (MKL's skinny GEMMs are several times faster this way).
+    """
+    n, t, p, c = tokens.shape
+    if cl:
+        out = torch.bmm(tokens.reshape(n, t * p, c), weight.transpose(1, 2))
+        return out.reshape(n, t, p, -1).transpose(2, 3)
+    return torch.matmul(weight.unsqueeze(1), tokens.transpose(2, 3))
+
+
+def _pool(tokens: torch.Tensor, maps: torch.Tensor, cl: bool) -> torch.Tensor:
+    """Weighted sums over frames and positions: tokens (N, T, P, C), maps (N, T, K, P) -> (N, K, C)."""
+    n, t, p, c = tokens.shape
+    if cl:
+        return torch.bmm(maps.transpose(1, 2).reshape(n, -1, t * p), tokens.reshape(n, t * p, c))
+    return torch.matmul(tokens.transpose(2, 3), maps.transpose(2, 3)).sum(dim=1).transpose(1, 2)
 
 
 @torch.jit.unused
@@ -302,13 +342,12 @@ def _may_write_in_place() -> bool:
 
 
 @torch.jit.unused
-def _cpm_into(x: torch.Tensor, xf: torch.Tensor, xl: torch.Tensor, s: torch.Tensor, context: torch.Tensor,
-              broad: torch.Tensor, pos: int) -> torch.Tensor:
-    """CPM outputs written straight into one buffer, saving torch.cat's extra pass over the features."""
-    out = torch.empty_like(x)
-    torch.add(xf, broad, out=out[:, :pos])
-    torch.addcmul(context, xl, s, out=out[:, pos:])
-    return out
+def _cpm_into(dst: torch.Tensor, former: torch.Tensor, later: torch.Tensor, s: torch.Tensor, context: torch.Tensor,
+              broad: torch.Tensor, pos: int) -> None:
+    """CPM outputs written straight into the output buffer (which may be the input's own memory: every read of
+    the input is done by now), saving torch.cat's extra pass over the features."""
+    torch.add(former, broad, out=dst[:, :pos])
+    torch.addcmul(context, later, s, out=dst[:, pos:])
 
 
 class SINetOutput(NamedTuple):
@@ -380,7 +419,7 @@ class SINet(nn.Module):
                 IntegrationDistribution,
                 thw=clip_len * hw['layer2'][0] * hw['layer2'][1], clip_len=clip_len, reduction=idm_reduction)
         for i, pos in zip(sbm_after, sbm_split_pos, strict=False):
-            plugins[3][i] = partial(SalientToBroad, split_pos=pos, clip_len=clip_len)
+            plugins[3][i] = partial(SalientToBroad, split_pos=pos, clip_len=clip_len, inplace=True)
 
         inplanes = 64
         self.feature_info = []

@@ -35,7 +35,9 @@ def test_converted_checkpoint_matches_released_computation(released_arch, clips,
     with torch.no_grad():
         ours = model(clips)
         ref = released_forward(sd, clips.transpose(1, 2), released_arch).mean(-1)  # (B, C, T) -> (B, C)
+        ours_cl = model.to(memory_format=torch.channels_last)(clips)  # the fast CPU/GPU layout
     assert (ours - ref).abs().max().item() <= 1e-4
+    assert (ours_cl - ref).abs().max().item() <= 1e-4
     # the classifier and the frame projection come along for fine-tuning
     full = timm.create_model(f'local-dir:{out}', pretrained=True)
     torch.testing.assert_close(full.classifier.weight, sd['classifier.weight'])
