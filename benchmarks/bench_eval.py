@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 import sinet_timm  # noqa: F401
 from reid_eval.datasets import load_dataset
-from reid_eval.engine import ClipDataset, ExtractPlan, extract_features
+from reid_eval.engine import ClipDataset, ExtractPlan, default_batch_clips, extract_features, for_inference
 from reid_eval.ranking import rank_metrics
 from reid_eval.synthetic import make_synthetic
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--model', default='sinet_r50')
     p.add_argument('--device', default='cpu')
     p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--batch-clips', type=int, default=16)
+    p.add_argument('--batch-clips', type=int, default=None, help='default: as sinet-eval (32 on CUDA, 4 on CPU)')
     p.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'))
     p.add_argument('--compile', action='store_true')
     args = p.parse_args(argv)
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = dev.type == 'cuda'
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     amp = ('bf16' if args.amp == 'auto' else args.amp) if cuda else 'off'
+    args.batch_clips = args.batch_clips or default_batch_clips(dev)
 
     t = time.perf_counter()
     root = make_synthetic('mars', args.data, num_ids=args.num_ids, img_size=(256, 128), lengths=MARS_LIKE_LENGTHS)
@@ -64,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = plan.num_frames
 
     torch.manual_seed(0)
-    model = timm.create_model(args.model).eval().to(dev)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    model = for_inference(timm.create_model(args.model), dev)  # as sinet-eval runs it
     if args.compile:
         model = torch.compile(model)
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))

@@ -24,6 +24,7 @@ from .engine import (
     FrameReadError,
     cache_folder,
     extract_features,
+    for_inference,
     frame_error_message,
     output_taken,
     weights_sha256,
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
     p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
                    help='autocast dtype on CUDA (auto: bf16); always off on CPU')
-    p.add_argument('--batch-clips', type=int, default=32, help='4-frame clips per forward pass')
+    p.add_argument('--batch-clips', type=int, default=None,
+                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
     p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='JPEG decoding processes')
     p.add_argument('--cache-dir', type=Path, default=None, help='feature cache (default: ~/.cache/sinet-timm/features)')
     p.add_argument('--no-cache', action='store_true', help='neither read nor write cached features')
@@ -240,6 +242,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world > 1 and args.no_cache:
         raise EvalError('torchrun runs share features through the cache: drop --no-cache')
+    for flag, value in (('--batch-clips', args.batch_clips), ('--rank-chunk', args.rank_chunk)):
+        if value is not None and value < 1:
+            raise EvalError(f'{flag} must be a positive number of clips/queries, got {value}')
+    if args.workers < 0:
+        raise EvalError(f'--workers must be >= 0 (0 decodes in the main process), got {args.workers}')
     dataset_arg = args.dataset.lower()
     if dataset_arg == SYNTHETIC:
         from .synthetic import demo_dataset_root
@@ -277,9 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_pretrained:
         torch.manual_seed(args.seed)  # random weights are the same on every run, so their features cache
     model, source, arch = load_model(args)
-    model = model.to(device)
-    if device.type == 'cuda':
-        model = model.to(memory_format=torch.channels_last)
+    model = for_inference(model, device)
     weights = weights_sha256(model)
     if args.compile:
         model = torch.compile(model)

@@ -41,6 +41,7 @@ from .engine import (
     ExtractPlan,
     FrameReadError,
     extract_features,
+    for_inference,
     frame_error_message,
     output_taken,
     weights_sha256,
@@ -232,7 +233,7 @@ def extract_tracklet_features(
         tracklets: Sequence[InputTracklet],
         *,
         device: torch.device | str = 'cpu',
-        batch_clips: int = 32,
+        batch_clips: int | None = None,
         workers: int = 0,
         amp: str = 'off',
         transform=None,
@@ -241,7 +242,9 @@ def extract_tracklet_features(
     """(N, D) embeddings of ``tracklets`` under the dense protocol (:class:`~reid_eval.engine.ExtractPlan`).
 
     ``model`` is an eval-mode SINet-family model with ``num_classes=0``; ``transform`` defaults to timm's eval
-    transform resolved from the model (256x128, bicubic, ImageNet mean/std for the SINet family).
+    transform resolved from the model (256x128, bicubic, ImageNet mean/std for the SINet family). The model is
+    used as given: ``sinet-extract`` first applies :func:`~reid_eval.engine.for_inference` (channels_last, the
+    faster layout), which changes embeddings only by float rounding; do the same to get its numbers bit for bit.
     """
     if not tracklets:
         raise TrackletInputError('no tracklets to extract')
@@ -398,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
                    help='autocast dtype on CUDA (auto: bf16); always off on CPU')
-    p.add_argument('--batch-clips', type=int, default=32, help='4-frame clips per forward pass')
+    p.add_argument('--batch-clips', type=int, default=None,
+                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
     p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='image decoding processes')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     p.add_argument('--no-progress', action='store_true')
@@ -413,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     if taken := output_taken(args.output, args.overwrite):
         print(f'error: {taken}', file=sys.stderr)
         return 2
-    if args.batch_clips < 1 or args.workers < 0:
+    if (args.batch_clips is not None and args.batch_clips < 1) or args.workers < 0:
         print('error: --batch-clips must be >= 1 and --workers >= 0', file=sys.stderr)
         return 2
     try:
@@ -424,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_pretrained:
             torch.manual_seed(args.seed)
         model, source, arch = load_model(args)
-        model = model.to(device)
+        model = for_inference(model, device)
         sha = weights_sha256(model)
         amp = args.amp if device.type == 'cuda' else 'off'
         amp = 'bf16' if amp == 'auto' else amp

@@ -194,6 +194,8 @@ def test_cli_lsvid_and_prid_all_splits(data_root, tmp_path, capsys):
      'Expected layout'),
     (['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', '.', '--split', 'x'],
      '--split must be'),
+    (['--batch-clips', '0'], '--batch-clips must be a positive number'),
+    (['--workers', '-1'], '--workers must be >= 0'),
 ])
 def test_cli_bad_input(tmp_path, capsys, args, message):
     assert main(['--no-progress', '--output', str(tmp_path / 'o.json'), *args]) == 2

@@ -81,10 +81,10 @@ def test_list_file_and_python_api_repeat_the_cli_exactly(tracklets, feats):
     assert [len(t.frames) for t in found] == [3, 1]
     torch.manual_seed(0)  # the weights --no-pretrained --seed 0 draws
     model = timm.create_model('vreid_r50', num_classes=0).eval()
-    from reid_eval.engine import weights_sha256
+    from reid_eval.engine import for_inference, weights_sha256
     cli_feats = extract.load_features(feats['q'])
     assert weights_sha256(model) == cli_feats.weights_sha256
-    ours = extract.extract_tracklet_features(model, found, batch_clips=4)
+    ours = extract.extract_tracklet_features(for_inference(model, torch.device('cpu')), found, batch_clips=4)
     assert ours.shape == (2, 2048) and torch.equal(ours, cli_feats.features)
 
 
