@@ -1,8 +1,8 @@
 """Model speed, FLOPs and parameters of the SINet family, side by side in one run (issue: speed targets).
 
-    python benchmarks/bench_model.py                                  # CPU, float32, eval, 4-frame clips
-    python benchmarks/bench_model.py --released /path/to/SINet        # + the authors' implementation
-    python benchmarks/bench_model.py --device cuda --batch 32         # GPU: fp32 and bf16+channels_last
+    python benchmarks/bench_model.py                                  # CPU, float32 NCHW and channels_last
+    python benchmarks/bench_model.py --batch 1 4 --released /path/to/SINet   # + the authors' implementation
+    python benchmarks/bench_model.py --device cuda --batch 32 --compile      # GPU: + bf16 (+ torch.compile)
 
 ``--released`` is a checkout of github.com/baist/SINet kept OUTSIDE this repository (never commit it); its
 models are built offline (torchvision's ResNet-50 without downloading weights), loaded with the same weights as
@@ -15,10 +15,12 @@ GPU sinet throughput >= 0.9x the baseline's and >= 2x the released implementatio
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -81,16 +83,33 @@ def time_models(fns: dict[str, callable], rounds: int, warmup: int, sync) -> dic
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def variants(model: torch.nn.Module, cuda: bool, compile_: bool) -> dict[str, callable]:
+    """The ways to run one model: float32 as created (NCHW) and in channels_last; on CUDA also bf16 autocast."""
+    def run(m, amp=False):
+        def fn(x):
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
+                return m(x)
+        return fn
+    nchw = model
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    out = {'fp32': run(nchw), 'fp32+cl': run(cl)}
+    if cuda:
+        out['bf16+cl'] = run(cl, amp=True)
+    if compile_:
+        out[('bf16+cl' if cuda else 'fp32+cl') + '+compile'] = run(torch.compile(cl), amp=cuda)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cpu')
-    p.add_argument('--batch', type=int, default=1, help='clips per forward')
+    p.add_argument('--batch', type=int, nargs='+', default=[1], help='clips per forward (several: one table each)')
     p.add_argument('--frames', type=int, default=4)
     p.add_argument('--rounds', type=int, default=10)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
     p.add_argument('--released', type=Path, help="checkout of the authors' code (outside this repo)")
-    p.add_argument('--compile', action='store_true', help='also time torch.compile (GPU)')
+    p.add_argument('--compile', action='store_true', help='also time torch.compile (channels_last; bf16 on CUDA)')
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,14 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     cuda = dev.type == 'cuda'
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, args.frames, 3, 256, 128, device=dev)
-    x_rel = x.transpose(1, 2).contiguous()  # the released layout (B, C, T, H, W)
 
     released_ok = args.released is not None and (args.released / 'models' / 'resnet.py').is_file()
     if args.released is not None and not released_ok:
         print(f'note: {args.released} is not a checkout of baist/SINet (no models/resnet.py): column skipped')
 
     rows, fns = {}, {}
+    x1 = torch.randn(1, args.frames, 3, 256, 128, device=dev)
     for name, rel_name in ARCHS.items():
         if released_ok:
             rel = build_released(args.released, rel_name).eval().to(dev)
@@ -113,56 +131,48 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rel, ours = None, timm.create_model(name, num_classes=625).eval().to(dev)
         params = sum(v.numel() for k, v in ours.named_parameters() if not k.startswith(('classifier', 'projection')))
-        rows[name] = {'params_M': params / 1e6, 'gflops': gflops(ours, x[:1]) if args.frames == 4 else float('nan')}
-        fns[f'{name}'] = (lambda m=ours: m(x)) if not cuda else None
-        if cuda:
-            ours_cl = ours.to(memory_format=torch.channels_last)
+        rows[name] = {'params_M': params / 1e6, 'gflops': gflops(ours, x1) if args.frames == 4 else float('nan')}
+        for variant, fn in variants(ours, cuda, args.compile).items():
+            fns[(name, variant)] = fn
+        if rel is not None:  # the released layout (B, C, T, H, W), float32
+            fns[(name, 'released fp32')] = lambda x, m=rel: m(x.transpose(1, 2).contiguous())
 
-            def run_bf16(m=ours_cl):
-                with torch.autocast('cuda', dtype=torch.bfloat16):
-                    return m(x)
-            fns[name] = lambda m=ours: m(x)
-            fns[f'{name}+bf16'] = run_bf16
-            if args.compile:
-                comp = torch.compile(ours_cl)
-
-                def run_comp(m=comp):
-                    with torch.autocast('cuda', dtype=torch.bfloat16):
-                        return m(x)
-                fns[f'{name}+bf16+compile'] = run_comp
-        if rel is not None:
-            fns[f'released:{name}'] = lambda m=rel: m(x_rel)
-
-    with torch.inference_mode():
-        t = time_models(fns, args.rounds, args.warmup, sync)
-
-    clips = args.batch * args.frames / 4
     print(f'machine: {platform.node()} {platform.processor() or platform.machine()}, '
           f'{torch.get_num_threads()} threads, device {torch.cuda.get_device_name(dev) if cuda else "cpu"}; '
-          f'torch {torch.__version__}; input {tuple(x.shape)}; median of {args.rounds} interleaved rounds')
-    base = t['vreid_r50']
-    print(f'\n{"model":<12}{"params(M)":>10}{"GFLOPs/clip":>13}{"paper":>8}{"ms/clip":>9}{"clips/s":>9}'
-          f'{"vs base":>9}{"released ms":>13}{"speedup":>9}')
-    for name in ARCHS:
-        r = rows[name]
-        ms = t[name] / clips * 1e3
-        rel = t.get(f'released:{name}')
-        rel_cols = f'{rel / clips * 1e3:13.1f}{rel / t[name]:8.2f}x' if rel else f'{"-":>13}{"-":>9}'
-        paper = PAPER_GFLOPS.get(name)
-        print(f'{name:<12}{r["params_M"]:10.3f}{r["gflops"]:13.2f}{paper if paper else "-":>8}{ms:9.1f}'
-              f'{1e3 / ms:9.1f}{t[name] / base:8.3f}x{rel_cols}')
-    if cuda:
-        print(f'\n{"model":<12}{"bf16+cl clips/s":>17}{"vs base":>9}' + (f'{"+compile":>11}' if args.compile else ''))
+          f'torch {torch.__version__}; {args.frames}-frame 256x128 clips; median of {args.rounds} interleaved rounds')
+    print('FLOPs from torch.utils.flop_counter (2 per multiply-add) for one clip; "paper" is the paper\'s figure.')
+    kinds = list(dict.fromkeys(v for _, v in fns))
+    summary = []
+    for batch in args.batch:
+        x = torch.randn(batch, args.frames, 3, 256, 128, device=dev)
+        with torch.inference_mode():
+            t = time_models({k: partial(fn, x) for k, fn in fns.items()}, args.rounds, args.warmup, sync)
+        clips = batch * args.frames / 4
+        print(f'\nbatch {batch} clip(s) per forward: ms per clip (time relative to vreid_r50 in the same variant)')
+        print(f'{"model":<12}{"params(M)":>10}{"GFLOPs/clip":>13}{"paper":>7}'
+              + ''.join(f'{k:>24}' for k in kinds))
         for name in ARCHS:
-            tb = t[f'{name}+bf16']
-            line = f'{name:<12}{clips / tb:17.1f}{t["vreid_r50+bf16"] / tb:8.3f}x'
-            if args.compile:
-                line += f'{clips / t[f"{name}+bf16+compile"]:11.1f}'
+            r = rows[name]
+            paper = PAPER_GFLOPS.get(name)
+            line = f'{name:<12}{r["params_M"]:10.3f}{r["gflops"]:13.2f}{paper if paper else "-":>7}'
+            for k in kinds:
+                ms = t[(name, k)] / clips * 1e3
+                line += f'{ms:14.1f} ({t[(name, k)] / t[("vreid_r50", k)]:.3f}x)'
             print(line)
-    print('\nFLOPs from torch.utils.flop_counter (2 per multiply-add) for one clip; "paper" is the paper\'s figure.')
-    print(f'targets: sinet/vreid time = {t["sinet_r50"] / base:.3f} (<= 1.05)'
-          + (f'; released/ours sinet = {t["released:sinet_r50"] / t["sinet_r50"]:.2f}x (>= 1.25 on CPU, '
-             '>= 2 on GPU fp32)' if 'released:sinet_r50' in t else ''))
+        for k in kinds:
+            if k.startswith('released'):
+                continue
+            ratio = t[('sinet_r50', k)] / t[('vreid_r50', k)]
+            if k.startswith('bf16'):  # GPU target: throughput
+                line = f'batch {batch:>3} {k:<18} sinet/vreid throughput {1 / ratio:.3f} (>= 0.9)'
+            else:  # CPU target: time
+                line = f'batch {batch:>3} {k:<18} sinet/vreid time {ratio:.3f} (<= 1.05)'
+            if ('sinet_r50', 'released fp32') in t:
+                line += f'; released fp32 / ours: {t[("sinet_r50", "released fp32")] / t[("sinet_r50", k)]:.2f}x'
+                line += ' (>= 1.25 CPU fp32, >= 2 GPU fp32)'
+            summary.append(line)
+    print('\ntargets:')
+    print('\n'.join(summary))
     return 0
 
 
