@@ -22,8 +22,10 @@ import torch
 from .engine import (
     ExtractPlan,
     FrameReadError,
+    add_extraction_arguments,
     cache_folder,
     extract_features,
+    extraction_arguments_error,
     for_inference,
     frame_error_message,
     output_taken,
@@ -65,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', default='0', help="split of iLIDS-VID / PRID-2011: 0..9 or 'all' (mean and std)")
     p.add_argument('--mode', choices=('dense', 'sampled'), default='dense',
                    help='dense: all frames in 4-frame strided clips (the paper); sampled: one clip per tracklet')
-    p.add_argument('--device', default='auto', help="auto, cpu, cuda or cuda:N")
-    p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
-                   help='autocast dtype on CUDA (auto: bf16); always off on CPU')
-    p.add_argument('--batch-clips', type=int, default=None,
-                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
-    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='JPEG decoding processes')
+    add_extraction_arguments(p, workers_help='JPEG decoding processes')
     p.add_argument('--cache-dir', type=Path, default=None, help='feature cache (default: ~/.cache/sinet-timm/features)')
     p.add_argument('--no-cache', action='store_true', help='neither read nor write cached features')
     p.add_argument('--output', type=Path, help='results JSON (default: runs/eval/<model>-<dataset>-<time>.json)')
@@ -242,11 +239,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world > 1 and args.no_cache:
         raise EvalError('torchrun runs share features through the cache: drop --no-cache')
-    for flag, value in (('--batch-clips', args.batch_clips), ('--rank-chunk', args.rank_chunk)):
-        if value is not None and value < 1:
-            raise EvalError(f'{flag} must be a positive number of clips/queries, got {value}')
-    if args.workers < 0:
-        raise EvalError(f'--workers must be >= 0 (0 decodes in the main process), got {args.workers}')
+    if msg := extraction_arguments_error(args):
+        raise EvalError(msg)
+    if args.rank_chunk < 1:
+        raise EvalError(f'--rank-chunk must be a positive number of queries, got {args.rank_chunk}')
     dataset_arg = args.dataset.lower()
     if dataset_arg == SYNTHETIC:
         from .synthetic import demo_dataset_root

@@ -8,6 +8,7 @@ With ``torchrun`` the shards are divided between ranks; rank 0 gathers them from
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -135,6 +136,25 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     save_file(tensors, str(tmp))
     os.replace(tmp, path)
+
+
+def add_extraction_arguments(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """``--device``, ``--amp``, ``--batch-clips`` and ``--workers``, as sinet-eval and sinet-extract take them."""
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
+                   help='autocast dtype on CUDA (auto: bf16); always off on CPU')
+    p.add_argument('--batch-clips', type=int, default=None,
+                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
+    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help=workers_help)
+
+
+def extraction_arguments_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments of :func:`add_extraction_arguments`, or None."""
+    if args.batch_clips is not None and args.batch_clips < 1:
+        return f'--batch-clips must be a positive number of clips, got {args.batch_clips}'
+    if args.workers < 0:
+        return f'--workers must be >= 0 (0 decodes in the main process), got {args.workers}'
+    return None
 
 
 def default_batch_clips(device: torch.device) -> int:

@@ -40,7 +40,9 @@ import torch
 from .engine import (
     ExtractPlan,
     FrameReadError,
+    add_extraction_arguments,
     extract_features,
+    extraction_arguments_error,
     for_inference,
     frame_error_message,
     output_taken,
@@ -398,12 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(architecture inferred from its keys unless --model names one)")
     p.add_argument('--no-pretrained', action='store_true', help='random weights drawn with --seed (offline tests)')
     p.add_argument('--seed', type=int, default=0, help='seed of the --no-pretrained weights')
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
-                   help='autocast dtype on CUDA (auto: bf16); always off on CPU')
-    p.add_argument('--batch-clips', type=int, default=None,
-                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
-    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help='image decoding processes')
+    add_extraction_arguments(p, workers_help='image decoding processes')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     p.add_argument('--no-progress', action='store_true')
     return p
@@ -417,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     if taken := output_taken(args.output, args.overwrite):
         print(f'error: {taken}', file=sys.stderr)
         return 2
-    if (args.batch_clips is not None and args.batch_clips < 1) or args.workers < 0:
-        print('error: --batch-clips must be >= 1 and --workers >= 0', file=sys.stderr)
+    if msg := extraction_arguments_error(args):
+        print(f'error: {msg}', file=sys.stderr)
         return 2
     try:
         tracklets = find_tracklets(args.input)

@@ -103,10 +103,12 @@ def test_natural_frame_order(tmp_path):
     ('missing', 'does not exist'),
     ('empty_tracklet', 'has no frames'),
     ('bad_list_line', 'line 2'),
+    ('batch_clips', '--batch-clips must be a positive number'),
 ])
 def test_extract_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
     src = tmp_path / 'in'
-    if case == 'empty':
+    extra = ['--batch-clips', '0'] if case == 'batch_clips' else []
+    if case in ('empty', 'batch_clips'):
         src.mkdir()
     elif case == 'non_image':
         _write_tracklet(src / 'alice', 2, seed=0)
@@ -119,7 +121,7 @@ def test_extract_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
         src = tmp_path / 'list.txt'
         src.write_text('alice\nnowhere/1.jpg\n')
     out = tmp_path / 'f.safetensors'
-    assert extract.main([str(src), '--output', str(out), *MODEL]) == 2
+    assert extract.main([str(src), '--output', str(out), *MODEL, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and message in err and 'Traceback' not in err
     assert not out.exists()
