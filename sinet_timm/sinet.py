@@ -300,8 +300,7 @@ class SalientToBroad(nn.Module):
         broad = (self.alpha * broad) / inv.sum(dim=(1, 2)).unsqueeze(1).clamp_min(1e-12)  # 0/0 -> 0
         # in the layout's own order: (N, L, H*W, C) for channels_last, (N, L, C, H*W) for NCHW
         if cl:
-            former, later, s = former, later, s.unsqueeze(3)
-            context, broad = context[:, None, None, :], broad[:, None, None, :]
+            s, context, broad = s.unsqueeze(3), context[:, None, None, :], broad[:, None, None, :]
         else:
             former, later, s = former.transpose(2, 3), later.transpose(2, 3), s.unsqueeze(2)
             context, broad = context[:, None, :, None], broad[:, None, :, None]
