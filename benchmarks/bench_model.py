@@ -6,8 +6,9 @@
 
 ``--released`` is a checkout of github.com/baist/SINet kept OUTSIDE this repository (never commit it); its
 models are built offline (torchvision's ResNet-50 without downloading weights), loaded with the same weights as
-ours, and timed on the same input. Timings are medians over interleaved rounds (every model once per round), so
-the ratios are measured side by side under the same machine load.
+ours, and timed on the same input. Every round runs every model once (in a shuffled order); times are medians
+over rounds and ratios are medians of the per-round ratios, so they are measured side by side under the same
+machine load.
 
 Targets: CPU sinet_r50 / vreid_r50 time <= 1.05 and ours >= 1.25x faster than the released sinet;
 GPU sinet throughput >= 0.9x the baseline's and >= 2x the released implementation in float32.
@@ -17,11 +18,14 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -68,22 +72,32 @@ def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return fc.get_total_flops() / 1e9
 
 
-def time_models(fns: dict[str, callable], rounds: int, warmup: int, sync) -> dict[str, float]:
+def time_models(fns: dict[Any, Callable[[], Any]], rounds: int, warmup: int, sync) -> dict[Any, list[float]]:
+    """Seconds per call of every function in each of ``rounds`` rounds. Every round runs each function once, in
+    an order shuffled per round (fixed seed), so all see the same machine state and none always follows the same
+    neighbour; ratios are then taken within a round (:func:`paired_ratio`)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[Any, list[float]] = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(rounds):
-        for k, fn in fns.items():  # interleaved: every model sees the same machine state
+        rng.shuffle(order)
+        for k in order:
             t = time.perf_counter()
-            fn()
+            fns[k]()
             sync()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-def variants(model: torch.nn.Module, cuda: bool, compile_: bool) -> dict[str, callable]:
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of the per-round time ratio (robust to the machine's load drifting between rounds)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def variants(model: torch.nn.Module, cuda: bool, compile_: bool) -> dict[str, Callable]:
     """The ways to run one model: float32 as created (NCHW) and in channels_last; on CUDA also bf16 autocast."""
     def run(m, amp=False):
         def fn(x):
@@ -135,20 +149,24 @@ def main(argv: list[str] | None = None) -> int:
         for variant, fn in variants(ours, cuda, args.compile).items():
             fns[(name, variant)] = fn
         if rel is not None:  # the released layout (B, C, T, H, W), float32
-            fns[(name, 'released fp32')] = lambda x, m=rel: m(x.transpose(1, 2).contiguous())
+            fns[(name, 'released fp32')] = rel  # called on the input transposed beforehand
 
     print(f'machine: {platform.node()} {platform.processor() or platform.machine()}, '
           f'{torch.get_num_threads()} threads, device {torch.cuda.get_device_name(dev) if cuda else "cpu"}; '
-          f'torch {torch.__version__}; {args.frames}-frame 256x128 clips; median of {args.rounds} interleaved rounds')
+          f'torch {torch.__version__}; {args.frames}-frame 256x128 clips; {args.rounds} interleaved rounds')
     print('FLOPs from torch.utils.flop_counter (2 per multiply-add) for one clip; "paper" is the paper\'s figure.')
     kinds = list(dict.fromkeys(v for _, v in fns))
     summary = []
     for batch in args.batch:
         x = torch.randn(batch, args.frames, 3, 256, 128, device=dev)
+        x_rel = x.transpose(1, 2).contiguous()
         with torch.inference_mode():
-            t = time_models({k: partial(fn, x) for k, fn in fns.items()}, args.rounds, args.warmup, sync)
+            runs = time_models({k: partial(fn, x_rel if k[1].startswith('released') else x) for k, fn in fns.items()},
+                               args.rounds, args.warmup, sync)
+        t = {k: statistics.median(v) for k, v in runs.items()}
         clips = batch * args.frames / 4
-        print(f'\nbatch {batch} clip(s) per forward: ms per clip (time relative to vreid_r50 in the same variant)')
+        print(f'\nbatch {batch} clip(s) per forward: median ms per clip '
+              '(median per-round time ratio to vreid_r50 in the same variant)')
         print(f'{"model":<12}{"params(M)":>10}{"GFLOPs/clip":>13}{"paper":>7}'
               + ''.join(f'{k:>24}' for k in kinds))
         for name in ARCHS:
@@ -157,18 +175,20 @@ def main(argv: list[str] | None = None) -> int:
             line = f'{name:<12}{r["params_M"]:10.3f}{r["gflops"]:13.2f}{paper if paper else "-":>7}'
             for k in kinds:
                 ms = t[(name, k)] / clips * 1e3
-                line += f'{ms:14.1f} ({t[(name, k)] / t[("vreid_r50", k)]:.3f}x)'
+                line += f'{ms:14.1f} ({paired_ratio(runs[(name, k)], runs[("vreid_r50", k)]):.3f}x)'
             print(line)
         for k in kinds:
             if k.startswith('released'):
                 continue
-            ratio = t[('sinet_r50', k)] / t[('vreid_r50', k)]
+            ratio = paired_ratio(runs[('sinet_r50', k)], runs[('vreid_r50', k)])
+            line = f'batch {batch:>3} {k:<18} sinet {clips / t[("sinet_r50", k)]:7.1f} clips/s; '
             if k.startswith('bf16'):  # GPU target: throughput
-                line = f'batch {batch:>3} {k:<18} sinet/vreid throughput {1 / ratio:.3f} (>= 0.9)'
+                line += f'sinet/vreid throughput {1 / ratio:.3f} (>= 0.9)'
             else:  # CPU target: time
-                line = f'batch {batch:>3} {k:<18} sinet/vreid time {ratio:.3f} (<= 1.05)'
+                line += f'sinet/vreid time {ratio:.3f} (<= 1.05)'
             if ('sinet_r50', 'released fp32') in t:
-                line += f'; released fp32 / ours: {t[("sinet_r50", "released fp32")] / t[("sinet_r50", k)]:.2f}x'
+                speedup = paired_ratio(runs[('sinet_r50', 'released fp32')], runs[('sinet_r50', k)])
+                line += f'; released fp32 / ours: {speedup:.2f}x'
                 line += ' (>= 1.25 CPU fp32, >= 2 GPU fp32)'
             summary.append(line)
     print('\ntargets:')
