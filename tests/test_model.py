@@ -8,6 +8,7 @@ import timm
 import torch
 
 from sinet_timm import SINet, SINetOutput
+from sinet_timm.sinet import IntegrationDistribution
 
 ARCH_PARAMS = {  # released implementation, parameters without classifier/projection
     'sinet_r50': 26_263_313,
@@ -238,3 +239,40 @@ def test_sbm_fast_paths_equal_the_plain_computation():
     with torch.enable_grad():
         assert sbm(kept).data_ptr() != kept.data_ptr()
     torch.testing.assert_close(kept.detach(), x, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_inference_paths_on_device_match_float64(device):
+    """What sinet-eval runs (channels_last, in-place SBM outputs; bf16 autocast and inductor on CUDA) gives the
+    float64 embedding up to float32 rounding, and bf16 keeps the embedding's direction."""
+    from reid_eval.engine import for_inference
+
+    torch.manual_seed(0)
+    m = timm.create_model('sinet_r50', img_size=(128, 64)).eval()
+    for idm in m.modules():  # zero-initialised expand: give IDM something to do
+        if isinstance(idm, IntegrationDistribution):
+            torch.nn.init.normal_(idm.expand.weight, std=0.05)
+    clips = torch.rand(3, 8, 3, 128, 64) * 4 - 2  # 3 tracklets x 2 clips
+    with torch.no_grad():
+        truth = copy.deepcopy(m).double()(clips.double())
+    dev = torch.device(device)
+    fast = for_inference(m, dev)
+    x = clips.to(dev)
+    with torch.inference_mode():
+        out = fast(x).double().cpu()
+        amp_dtype = torch.bfloat16 if dev.type == 'cuda' or torch.backends.mkldnn.is_available() else None
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            low = fast(x).double().cpu()
+        compiled = None
+        if dev.type == 'cuda':  # inductor: minutes of compilation on a 2-core CPU, seconds on a GPU box
+            torch._dynamo.reset()
+            compiled = torch.compile(fast)(x).double().cpu()
+    scale = truth.abs().max()
+    assert scale > 1
+    tol = (2e-3 if dev.type == 'cuda' else 2e-5) * scale  # cuDNN runs float32 convs in TF32 by default
+    torch.testing.assert_close(out, truth, atol=tol, rtol=0)
+    if compiled is not None:
+        torch.testing.assert_close(compiled, truth, atol=tol, rtol=0)
+    if amp_dtype is not None:
+        assert torch.nn.functional.cosine_similarity(low, truth).min() > 0.999
+        assert (low - out).abs().max() > 0  # the autocast path really ran in bf16
