@@ -9,7 +9,7 @@ can tell identities apart but not trivially.  Output is deterministic for a give
 Each dataset folder gets a ``synthetic_manifest.json`` with what a loader must return (query / gallery
 tracklets with torchreid's pid and camid semantics, per split), read it with :func:`load_manifest`.
 
-Command line: ``python -m reid_eval.synthetic KIND ROOT [--num-ids N] [--seed S]``.
+Command line: ``python -m reid_eval.synthetic KIND ROOT [--num-ids N] [--seed S] [--workers W]``.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class _Painter:
         return _Look(_PALETTE[c[0]], _PALETTE[c[1]], _SKIN[c[2] % len(_SKIN)],
                      _PALETTE[c[3]] if c[3] % 2 else None, None)
 
-    def write(self, path: Path, look: _Look | None, cam: int) -> None:
+    def add_frame(self, path: Path, look: _Look | None, cam: int) -> None:
         """Plan a frame at ``path`` (drawn and written by :meth:`render`)."""
         self.jobs.append((str(path), len(self.jobs), look, cam))
 
@@ -251,7 +251,7 @@ def _make_mars(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Length
             name = f"{pid_str(pid)}C{cam}T{t:04d}"
             frames = [ds / home / pid_str(pid) / f"{name}F{f:03d}.jpg" for f in range(1, n + 1)]
             for fr in frames:
-                p.write(fr, look, cam)
+                p.add_frame(fr, look, cam)
             out.append((frames, pid, cam))
         return out
 
@@ -330,7 +330,7 @@ def _make_two_camera(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _
                 names = [f"{f:04d}.png" for f in range(1, n + 1)]
             frames[(person, c)] = [cdir / person / nm for nm in names]
             for fr in frames[(person, c)]:
-                p.write(fr, p.look(k), c + 1)
+                p.add_frame(fr, p.look(k), c + 1)
     extra = {}
     if kind == "prid2011":  # persons 0201+ in real PRID are different people in each camera, and unused
         for c, (cdir, count) in enumerate(zip(cam_dirs, (3, 5), strict=True)):
@@ -339,7 +339,7 @@ def _make_two_camera(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _
                 person = f"person_{num_ids + 1 + j:04d}"
                 look = p.look(num_ids + 1 + j + 10 * c)
                 for f in range(1, lengths.next() + 1):
-                    p.write(cdir / person / f"{f:04d}.png", look, c + 1)
+                    p.add_frame(cdir / person / f"{f:04d}.png", look, c + 1)
                 extra[cdir.name].append(person)
 
     perms = [rng.permutation(num_ids) for _ in range(10)]
@@ -393,7 +393,7 @@ def _make_dukev(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Lengt
             counter[0] += 1
             name = f"{pid:04d}_C{cam}_F{f:04d}_X{counter[0]:05d}.jpg"
             frames.append(base / sub / f"{pid:04d}" / f"{tid:04d}" / name)
-            p.write(frames[-1], looks[pid], cam)
+            p.add_frame(frames[-1], looks[pid], cam)
         kept = [fr for fr in frames if int(fr.name.split("_F")[1][:4]) <= n]
         return frames, kept
 
@@ -433,7 +433,7 @@ def _make_lsvid(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _Lengt
         start, x = int(rng.integers(1, 5000)), int(rng.integers(0, 100))
         frames = [ds / f"{prefix}{start + f:05d}_{cam:02d}_{x:02d}.jpg" for f in range(lengths.next())]
         for fr in frames:
-            p.write(fr, looks[pid], cam)
+            p.add_frame(fr, looks[pid], cam)
         return prefix, frames
 
     test_rows: list[tuple[str, list[Path], int, int]] = []
