@@ -8,6 +8,7 @@ on average) is generated once under ``--data`` and evaluated with the real pipel
 dense protocol, DataLoader workers, the model, chunked ranking). Stages are timed separately and side by side:
 
 * decode: the DataLoader alone (JPEG decoding + resize + normalisation in ``--workers`` processes);
+* transfer: host-to-device copies of pinned float32 batches alone (CUDA; nothing to copy on a CPU);
 * model: the model alone on random clips already on the device;
 * pipeline: the real extraction (decode, transfer and model overlapped);
 * ranking: distance matrix + torchreid's evaluate_rank, in chunks.
@@ -84,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         n += x.shape[0] * x.shape[1]
     t_decode = time.perf_counter() - t
 
+    # transfer only: the pinned float32 batches the loader hands over, copied as extract_features does
+    reps = max(1, len(plan.clips) // args.batch_clips)
+    t_transfer = 0.0
+    if cuda:
+        host = torch.randn(args.batch_clips, 4, 3, 256, 128).pin_memory()
+        host.to(dev, non_blocking=True)
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            host.to(dev, non_blocking=True)
+        sync()
+        t_transfer = (time.perf_counter() - t) * len(plan.clips) / (reps * args.batch_clips)
+
     # model only, on clips already on the device
     x = torch.randn(args.batch_clips, 4, 3, 256, 128, device=dev)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
@@ -91,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(2):
             model(x)
         sync()
-        reps = max(1, len(plan.clips) // args.batch_clips)
         t = time.perf_counter()
         for _ in range(reps):
             model(x)
@@ -117,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f'dataset: {len(tracklets)} tracklets, {frames} frames in {len(plan.clips)} clips '
           f'(generated in {t_gen:.1f}s, parsed by torchreid in {t_load:.1f}s)\n')
     print(f'{"stage":<26}{"seconds":>10}{"frames/s":>12}')
-    for name, sec in (('decode (workers)', t_decode), ('model (on device)', t_model),
+    for name, sec in (('decode (workers)', t_decode), ('transfer (host->device)', t_transfer),
+                      ('model (on device)', t_model),
                       ('pipeline (all overlapped)', stats.seconds), ('ranking', t_rank)):
-        fps = f'{frames / sec:12.0f}' if name != 'ranking' else f'{"-":>12}'
+        fps = f'{frames / sec:12.0f}' if name != 'ranking' and sec > 0 else f'{"-":>12}'
         print(f'{name:<26}{sec:10.2f}{fps}')
     rate = frames / stats.seconds
-    bound = 'decode' if t_decode > t_model else 'model'
+    bound = max((t_decode, 'decode'), (t_transfer, 'transfer'), (t_model, 'model'))[1]
     print(f'\nbottleneck: {bound}; MARS test set ({MARS_TEST_FRAMES:,} frames) at this rate: '
           f'{MARS_TEST_FRAMES / rate / 60:.1f} min (+ ranking)')
     return 0
