@@ -7,8 +7,9 @@ A synthetic dataset in MARS's on-disk format with 256x128 JPEGs (tracklet length
 on average) is generated once under ``--data`` and evaluated with the real pipeline (torchreid's MARS parser,
 dense protocol, DataLoader workers, the model, chunked ranking). Stages are timed separately and side by side:
 
-* decode: the DataLoader alone (JPEG decoding + resize + normalisation in ``--workers`` processes);
-* transfer: host-to-device copies of pinned float32 batches alone (CUDA; nothing to copy on a CPU);
+* decode: the DataLoader alone (JPEG decoding + resize to uint8 tensors in ``--workers`` processes);
+* transfer: host-to-device copies of pinned uint8 batches and their normalisation on the device, alone (CUDA;
+  on a CPU the normalisation alone);
 * model: the model alone on random clips already on the device;
 * pipeline: the real extraction (decode, transfer and model overlapped);
 * ranking: distance matrix + torchreid's evaluate_rank, in chunks.
@@ -32,7 +33,14 @@ from torch.utils.data import DataLoader
 
 import sinet_timm  # noqa: F401
 from reid_eval.datasets import load_dataset
-from reid_eval.engine import ClipDataset, ExtractPlan, default_batch_clips, extract_features, for_inference
+from reid_eval.engine import (
+    ClipDataset,
+    ExtractPlan,
+    FramePreprocess,
+    default_batch_clips,
+    extract_features,
+    for_inference,
+)
 from reid_eval.ranking import rank_metrics
 from reid_eval.synthetic import make_synthetic
 
@@ -74,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     model = for_inference(timm.create_model(args.model), dev)  # as sinet-eval runs it
     if args.compile:
         model = torch.compile(model)
-    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    pre = FramePreprocess.for_model(model)  # as sinet-eval: uint8 frames, normalised on the device
 
     # decode only
-    loader = DataLoader(ClipDataset(plan.clips, transform), batch_size=args.batch_clips, num_workers=args.workers,
+    loader = DataLoader(ClipDataset(plan.clips, pre.to_uint8), batch_size=args.batch_clips, num_workers=args.workers,
                         pin_memory=cuda)
     t = time.perf_counter()
     n = 0
@@ -85,18 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         n += x.shape[0] * x.shape[1]
     t_decode = time.perf_counter() - t
 
-    # transfer only: the pinned float32 batches the loader hands over, copied as extract_features does
+    # transfer only: the (pinned) uint8 batches the loader hands over, copied and normalised as extract_features
     reps = max(1, len(plan.clips) // args.batch_clips)
-    t_transfer = 0.0
-    if cuda:
-        host = torch.randn(args.batch_clips, 4, 3, 256, 128).pin_memory()
-        host.to(dev, non_blocking=True)
-        sync()
-        t = time.perf_counter()
-        for _ in range(reps):
-            host.to(dev, non_blocking=True)
-        sync()
-        t_transfer = (time.perf_counter() - t) * len(plan.clips) / (reps * args.batch_clips)
+    host = torch.randint(0, 256, (args.batch_clips, 4, 3, 256, 128), dtype=torch.uint8)
+    host = host.pin_memory() if cuda else host
+    pre.normalize(host.to(dev, non_blocking=True))
+    sync()
+    t = time.perf_counter()
+    for _ in range(reps):
+        pre.normalize(host.to(dev, non_blocking=True))
+    sync()
+    t_transfer = (time.perf_counter() - t) * len(plan.clips) / (reps * args.batch_clips)
 
     # model only, on clips already on the device
     x = torch.randn(args.batch_clips, 4, 3, 256, 128, device=dev)
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         t_model = (time.perf_counter() - t) * len(plan.clips) / (reps * args.batch_clips)
 
     # the real pipeline (no cache: everything is computed)
-    feats, stats = extract_features(model, plan, transform, None, dev, batch_clips=args.batch_clips,
+    feats, stats = extract_features(model, plan, pre, None, dev, batch_clips=args.batch_clips,
                                     workers=args.workers, amp=amp, progress=False)
     t = time.perf_counter()
     nq = len(data.query)
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'dataset: {len(tracklets)} tracklets, {frames} frames in {len(plan.clips)} clips '
           f'(generated in {t_gen:.1f}s, parsed by torchreid in {t_load:.1f}s)\n')
     print(f'{"stage":<26}{"seconds":>10}{"frames/s":>12}')
-    for name, sec in (('decode (workers)', t_decode), ('transfer (host->device)', t_transfer),
+    for name, sec in (('decode (workers)', t_decode), ('transfer + normalise', t_transfer),
                       ('model (on device)', t_model),
                       ('pipeline (all overlapped)', stats.seconds), ('ranking', t_rank)):
         fps = f'{frames / sec:12.0f}' if name != 'ranking' and sec > 0 else f'{"-":>12}'

@@ -21,6 +21,7 @@ import torch
 
 from .engine import (
     ExtractPlan,
+    FramePreprocess,
     FrameReadError,
     add_extraction_arguments,
     cache_folder,
@@ -284,8 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     weights = weights_sha256(model)
     if args.compile:
         model = torch.compile(model)
-    import timm.data
-    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    transform = FramePreprocess.for_model(model)  # uint8 frames to the device, normalised there
 
     results = [evaluate_split(model, args, dataset, root, s, device, weights, transform) for s in splits]
     if not results[0]:

@@ -39,6 +39,7 @@ import torch
 
 from .engine import (
     ExtractPlan,
+    FramePreprocess,
     FrameReadError,
     add_extraction_arguments,
     extract_features,
@@ -244,7 +245,8 @@ def extract_tracklet_features(
     """(N, D) embeddings of ``tracklets`` under the dense protocol (:class:`~reid_eval.engine.ExtractPlan`).
 
     ``model`` is an eval-mode SINet-family model with ``num_classes=0``; ``transform`` defaults to timm's eval
-    transform resolved from the model (256x128, bicubic, ImageNet mean/std for the SINet family). The model is
+    transform resolved from the model (256x128, bicubic, ImageNet mean/std for the SINet family), applied as a
+    :class:`~reid_eval.engine.FramePreprocess` (uint8 frames, normalised on ``device``; the same numbers). The model is
     used as given: ``sinet-extract`` first applies :func:`~reid_eval.engine.for_inference` (channels_last, the
     faster layout), which changes embeddings only by float rounding; do the same to get its numbers bit for bit.
     """
@@ -252,8 +254,7 @@ def extract_tracklet_features(
         raise TrackletInputError('no tracklets to extract')
     device = torch.device(device)
     if transform is None:
-        import timm.data
-        transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+        transform = FramePreprocess.for_model(model)
     items = [(tuple(t.frames), i, 0) for i, t in enumerate(tracklets)]
     plan = ExtractPlan.build(items, 'dense', getattr(model, 'clip_len', 4))
     feats, _ = extract_features(model, plan, transform, None, device, batch_clips=batch_clips, workers=workers,

@@ -42,6 +42,6 @@ def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: P
     assert frames > 100 and frames % 4 == 0  # dense 4-frame clips
     stages = dict(re.findall(r'^(\w+) \(?[^)\n]*\)?\s+([\d.]+)\s+(?:\d+|-)$', out, re.M))
     assert set(stages) == {'decode', 'transfer', 'model', 'pipeline', 'ranking'}
-    assert float(stages['model']) > 0 and float(stages['pipeline']) > 0 and stages['transfer'] == '0.00'
+    assert float(stages['model']) > 0 and float(stages['pipeline']) > 0
     assert re.search(r'^bottleneck: (decode|model); MARS test set \(681,089 frames\) at this rate: [\d.]+ min', out,
                      re.M)

@@ -116,6 +116,41 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_uint8_frames_normalised_on_device_give_timms_numbers(data_root, device):
+    """FramePreprocess (what sinet-eval and sinet-extract use: uint8 frames, normalised on the device) gives the
+    features of timm's float eval transform: bit for bit on a CPU, within TF32 rounding on CUDA."""
+    import timm.data
+
+    from reid_eval.datasets import load_dataset
+    from reid_eval.engine import ExtractPlan, FramePreprocess, extract_features, for_inference
+
+    data = load_dataset('mars', data_root / 'mars')
+    plan = ExtractPlan.build(list(data.query)[:4] + list(data.gallery)[:2], 'dense')
+    torch.manual_seed(0)
+    model = for_inference(timm.create_model('vreid_r50'), torch.device('cpu'))
+    pre = FramePreprocess.for_model(model)
+    timm_tf = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    frame = _first_frame(plan)
+    assert pre.to_uint8(frame).dtype == torch.uint8
+    torch.testing.assert_close(pre.normalize(pre.to_uint8(frame)), timm_tf(frame), atol=0, rtol=0)
+    ref, _ = extract_features(model, plan, timm_tf, None, torch.device('cpu'), workers=0, progress=False)
+    dev = torch.device(device)
+    feats, stats = extract_features(model.to(dev), plan, pre, None, dev, batch_clips=3, workers=0, progress=False)
+    assert stats.clips == len(plan.clips) and stats.model_seconds > 0
+    if dev.type == 'cpu':
+        torch.testing.assert_close(feats, ref, atol=0, rtol=0)
+    else:  # cuDNN runs float32 convs in TF32 by default
+        torch.testing.assert_close(feats, ref, atol=2e-3 * ref.abs().max().item(), rtol=0)
+
+
+def _first_frame(plan):
+    from PIL import Image
+
+    with Image.open(plan.clips[0][0]) as img:
+        return img.convert('RGB')
+
+
 def _eval(tmp_path: Path, *args: str, out: str = 'r.json') -> tuple[int, dict]:
     argv = ['--no-progress', '--workers', '0', '--cache-dir', str(tmp_path / 'cache'),
             '--output', str(tmp_path / out), '--overwrite', *args]
