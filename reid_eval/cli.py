@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--save-features', action='store_true',
                    help='also write query/gallery features, pids, camids and tracklet ids to '
                         '<output stem>.features.safetensors (what `sinet-viz ranks` reads)')
-    p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA)')
+    p.add_argument('--compile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                   help="torch.compile the model (backend: inductor unless given; like timm's --torchcompile)")
     p.add_argument('--rank-chunk', type=int, default=256, help='queries per distance-matrix chunk')
     p.add_argument('--shard-clips', type=int, default=2048,
                    help='clips per cached feature shard (the unit of resumption after an interruption)')
@@ -283,9 +284,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, source, arch = load_model(args)
     model = for_inference(model, device)
     weights = weights_sha256(model)
-    if args.compile:
-        model = torch.compile(model)
     transform = FramePreprocess.for_model(model)  # uint8 frames to the device, normalised there
+    if args.compile:
+        model = torch.compile(model, backend=args.compile)
 
     results = [evaluate_split(model, args, dataset, root, s, device, weights, transform) for s in splits]
     if not results[0]:

@@ -96,10 +96,11 @@ class FramePreprocess:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> FramePreprocess:
-        """The preprocessing of the model's data config (``timm.data.resolve_data_config``)."""
+        """The preprocessing of the model's data config (``timm.data.resolve_data_config``); a ``torch.compile``d
+        model is read through to the module it wraps."""
         import timm.data
 
-        cfg = timm.data.resolve_data_config({}, model=model)
+        cfg = timm.data.resolve_data_config({}, model=getattr(model, '_orig_mod', model))
         return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

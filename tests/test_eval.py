@@ -178,6 +178,12 @@ def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
     assert code == 0
     assert again['per_split'][0]['cache']['computed_shards'] == 0
     assert again['metrics'] == res['metrics']
+    # --compile: the compiled wrapper (here dynamo with the eager backend; inductor by default) computes the same
+    torch._dynamo.reset()
+    code, compiled = _eval(tmp_path, *args, '--no-cache', '--compile', 'eager', out='r3.json')
+    assert code == 0
+    assert compiled['per_split'][0]['cache']['reused_shards'] == 0  # computed, not read from the cache
+    assert compiled['metrics'] == pytest.approx(res['metrics'], abs=1e-6)
 
 
 def test_interrupted_extraction_resumes(data_root, tmp_path, capsys):
