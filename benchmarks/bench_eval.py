@@ -34,12 +34,14 @@ from torch.utils.data import DataLoader
 import sinet_timm  # noqa: F401
 from reid_eval.datasets import load_dataset
 from reid_eval.engine import (
+    AMP_CHOICES,
     ClipDataset,
     ExtractPlan,
     FramePreprocess,
     default_batch_clips,
     extract_features,
     for_inference,
+    resolve_amp,
 )
 from reid_eval.ranking import rank_metrics
 from reid_eval.synthetic import make_synthetic
@@ -58,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--gen-workers', type=int, default=os.cpu_count() or 1,
                    help='processes that write the dataset the first time (default: one per CPU)')
     p.add_argument('--batch-clips', type=int, default=None, help='default: as sinet-eval (32 on CUDA, 4 on CPU)')
-    p.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'fp16', 'off'))
+    p.add_argument('--amp', default='auto', choices=AMP_CHOICES)
     p.add_argument('--compile', action='store_true')
     args = p.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == 'cuda'
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    amp = ('bf16' if args.amp == 'auto' else args.amp) if cuda else 'off'
+    amp = resolve_amp(args.amp, dev)  # as sinet-eval
     args.batch_clips = args.batch_clips or default_batch_clips(dev)
 
     t = time.perf_counter()

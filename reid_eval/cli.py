@@ -30,6 +30,7 @@ from .engine import (
     for_inference,
     frame_error_message,
     output_taken,
+    resolve_amp,
     weights_sha256,
     write_meta,
 )
@@ -179,9 +180,7 @@ def evaluate_split(model, args, dataset: str, root: Path, split: int, device: to
         cache = cache_folder(args.cache_dir or default_cache_dir(), weights, data.name, split, plan)
         write_meta(cache, {'weights_sha256': weights, 'dataset': data.name, 'split': split, 'mode': args.mode,
                            'dataset_dir': data.dataset_dir, 'num_clips': len(plan.clips)})
-    amp = args.amp if device.type == 'cuda' else 'off'
-    if amp == 'auto':
-        amp = 'bf16'
+    amp = resolve_amp(args.amp, device)
     feats, stats = extract_features(
         model, plan, transform, cache, device, batch_clips=args.batch_clips, workers=args.workers, amp=amp,
         shard_clips=args.shard_clips, progress=not args.no_progress)

@@ -171,7 +171,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def add_extraction_arguments(p: argparse.ArgumentParser, workers_help: str) -> None:
     """``--device``, ``--amp``, ``--batch-clips`` and ``--workers``, as sinet-eval and sinet-extract take them."""
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto',
+    p.add_argument('--amp', choices=AMP_CHOICES, default='auto',
                    help='autocast dtype on CUDA (auto: bf16); always off on CPU')
     p.add_argument('--batch-clips', type=int, default=None,
                    help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
@@ -185,6 +185,19 @@ def extraction_arguments_error(args: argparse.Namespace) -> str | None:
     if args.workers < 0:
         return f'--workers must be >= 0 (0 decodes in the main process), got {args.workers}'
     return None
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast setting the command-line tools use: ``auto`` is bf16 on CUDA; autocast is off on CPUs (their
+    float32 path is the tested, faster one there)."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
+    if device.type != 'cuda':
+        return 'off'
+    return 'bf16' if amp == 'auto' else amp
+
+
+AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 
 
 def default_batch_clips(device: torch.device) -> int:
@@ -214,6 +227,7 @@ def extract_features(
 ) -> tuple[torch.Tensor | None, ExtractStats]:
     """Embed every tracklet of ``plan``: the mean of its clip embeddings. Returns (num_tracklets, D) on rank 0.
 
+    ``amp``: autocast dtype (``bf16``, ``fp16``, ``off``; ``auto``: bf16 on CUDA, off elsewhere).
     ``transform``: a :class:`FramePreprocess` (frames travel as uint8 and are normalised on ``device``; what the
     command-line tools use) or any per-frame transform returning a float (3, H, W) tensor.
     ``cache_dir`` holds one ``shard_XXXXX.safetensors`` per ``shard_clips`` clips; existing shards are reused.
@@ -222,6 +236,10 @@ def extract_features(
     """
     if not plan.clips:
         raise ValueError('there are no tracklets to embed')
+    if amp not in AMP_CHOICES:
+        raise ValueError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
+    if amp == 'auto':
+        amp = resolve_amp(amp, device)
     batch_clips = batch_clips or default_batch_clips(device)
     rank, world = _dist_info()
     stats = ExtractStats()

@@ -47,6 +47,7 @@ from .engine import (
     for_inference,
     frame_error_message,
     output_taken,
+    resolve_amp,
     weights_sha256,
 )
 
@@ -428,8 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         model, source, arch = load_model(args)
         model = for_inference(model, device)
         sha = weights_sha256(model)
-        amp = args.amp if device.type == 'cuda' else 'off'
-        amp = 'bf16' if amp == 'auto' else amp
+        amp = resolve_amp(args.amp, device)
         n_frames = sum(len(t.frames) for t in tracklets)
         print(f'{len(tracklets)} tracklet(s), {n_frames} frames; model {source} on {device}', file=sys.stderr)
         feats = extract_tracklet_features(model, tracklets, device=device, batch_clips=args.batch_clips,

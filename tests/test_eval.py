@@ -144,6 +144,20 @@ def test_uint8_frames_normalised_on_device_give_timms_numbers(data_root, device)
         torch.testing.assert_close(feats, ref, atol=2e-3 * ref.abs().max().item(), rtol=0)
 
 
+def test_amp_settings():
+    """'auto' is bf16 on CUDA and off on CPU (as the CLIs document); anything else unknown is an error, never a
+    silent float32 run."""
+    from reid_eval.engine import ExtractPlan, extract_features, resolve_amp
+
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert [resolve_amp(a, cuda) for a in ('auto', 'bf16', 'fp16', 'off')] == ['bf16', 'bf16', 'fp16', 'off']
+    assert {resolve_amp(a, cpu) for a in ('auto', 'bf16', 'fp16', 'off')} == {'off'}
+    plan = ExtractPlan.build([(('a.jpg',), 1, 0)], 'dense')
+    for bad in ('bf15', 'fp32', ''):
+        with pytest.raises(ValueError, match=f"amp must be one of auto, bf16, fp16, off; got '{bad}'"):
+            extract_features(torch.nn.Identity(), plan, None, None, cpu, amp=bad)
+
+
 def _first_frame(plan):
     from PIL import Image
 
