@@ -103,10 +103,15 @@ class FramePreprocess:
         cfg = timm.data.resolve_data_config({}, model=getattr(model, '_orig_mod', model))
         return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']))
 
+    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> (mean, std)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., 3, H, W) -> float32, scaled to [0, 1] and normalised, on ``x``'s device."""
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).reshape(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).reshape(3, 1, 1)
+        stats = self._stats.get(x.device)
+        if stats is None:  # made once per device: a host-to-device copy of a new tensor would wait for the GPU
+            stats = self._stats[x.device] = tuple(
+                torch.tensor(v, dtype=torch.float32, device=x.device).reshape(3, 1, 1) for v in (self.mean, self.std))
+        mean, std = stats
         return x.to(torch.float32).div_(255).sub_(mean).div_(std)
 
 
