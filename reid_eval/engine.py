@@ -100,7 +100,13 @@ class FramePreprocess:
         model is read through to the module it wraps."""
         import timm.data
 
-        cfg = timm.data.resolve_data_config({}, model=getattr(model, '_orig_mod', model))
+        return cls.from_data_config(timm.data.resolve_data_config({}, model=getattr(model, '_orig_mod', model)))
+
+    @classmethod
+    def from_data_config(cls, cfg: dict[str, Any]) -> FramePreprocess:
+        """The preprocessing of a timm data config (``input_size``, ``interpolation``, ``mean``, ``std``, ...)."""
+        import timm.data
+
         return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']))
 
     _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> (mean, std)

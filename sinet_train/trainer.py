@@ -432,9 +432,12 @@ def _dataset_args(cfg: TrainConfig) -> tuple[str, Path]:
 
 
 def _eval_transform(cfg: TrainConfig, model: nn.Module):
+    """reid_eval's preprocessing (uint8 frames, normalised on the device) at the training frame size."""
     import timm.data
-    data_cfg = timm.data.resolve_data_config({'input_size': (3, *cfg.img_size)}, model=model)
-    return timm.data.create_transform(**data_cfg)
+
+    from reid_eval.engine import FramePreprocess
+    return FramePreprocess.from_data_config(
+        timm.data.resolve_data_config({'input_size': (3, *cfg.img_size)}, model=model))
 
 
 def evaluate(model: nn.Module, cfg: TrainConfig, mode: str, device: torch.device, env: _Dist,
