@@ -93,6 +93,7 @@ class FramePreprocess:
     to_uint8: Callable  # PIL image -> (3, H, W) uint8 tensor
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> (mean, std)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> FramePreprocess:
@@ -108,8 +109,6 @@ class FramePreprocess:
         import timm.data
 
         return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']))
-
-    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> (mean, std)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., 3, H, W) -> float32, scaled to [0, 1] and normalised, on ``x``'s device."""
@@ -198,17 +197,21 @@ def extraction_arguments_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
+
+
+def _check_amp(amp: str) -> None:
+    if amp not in AMP_CHOICES:
+        raise ValueError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
+
+
 def resolve_amp(amp: str, device: torch.device) -> str:
     """The autocast setting the command-line tools use: ``auto`` is bf16 on CUDA; autocast is off on CPUs (their
     float32 path is the tested, faster one there)."""
-    if amp not in AMP_CHOICES:
-        raise ValueError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
+    _check_amp(amp)
     if device.type != 'cuda':
         return 'off'
     return 'bf16' if amp == 'auto' else amp
-
-
-AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 
 
 def default_batch_clips(device: torch.device) -> int:
@@ -247,8 +250,7 @@ def extract_features(
     """
     if not plan.clips:
         raise ValueError('there are no tracklets to embed')
-    if amp not in AMP_CHOICES:
-        raise ValueError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
+    _check_amp(amp)
     if amp == 'auto':
         amp = resolve_amp(amp, device)
     batch_clips = batch_clips or default_batch_clips(device)
