@@ -227,6 +227,10 @@ def for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
+def _shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
+    return s * shard_clips, min((s + 1) * shard_clips, num_clips)
+
+
 def extract_features(
         model: torch.nn.Module,
         plan: ExtractPlan,
@@ -247,6 +251,7 @@ def extract_features(
     ``cache_dir`` holds one ``shard_XXXXX.safetensors`` per ``shard_clips`` clips; existing shards are reused.
     Other ranks return ``None`` after writing their shards. ``batch_clips``: see :func:`default_batch_clips`.
     The device is synchronised once per shard, not per batch: embeddings stay on it until the shard is complete.
+    One set of DataLoader workers serves all shards, so decoding runs on across shard boundaries.
     """
     if not plan.clips:
         raise ValueError('there are no tracklets to embed')
@@ -270,45 +275,54 @@ def extract_features(
     bar = None
     if progress and rank == 0 and todo:
         from tqdm.auto import tqdm
-        total = sum(len(plan.clips[s * shard_clips:(s + 1) * shard_clips]) for s in todo) * len(plan.clips[0])
+        total = sum(hi - lo for lo, hi in (_shard_range(s, shard_clips, len(plan.clips)) for s in todo))
+        total *= len(plan.clips[0])
         bar = tqdm(total=total, unit='frame', unit_scale=True, desc=f'extract ({plan.mode})', dynamic_ncols=True)
     t0 = time.perf_counter()
     model.eval()
-    for s in todo:
-        lo, hi = s * shard_clips, min((s + 1) * shard_clips, len(plan.clips))
-        loader = DataLoader(
-            ClipDataset(plan.clips[lo:hi], frame_transform), batch_size=batch_clips, shuffle=False,
-            num_workers=workers, pin_memory=use_cuda, persistent_workers=False)
-        out = torch.empty(hi - lo, model.num_features)
-        embs, idxs, events = [], [], []
-        with torch.inference_mode():
-            for x, idx in loader:
-                x = x.to(device, non_blocking=True)
-                if pre is not None:
-                    x = pre.normalize(x)
-                if use_cuda:  # timed with events: no host sync per batch
-                    events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-                    events[-1][0].record()
-                tm = time.perf_counter()
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    emb = model(x)
-                embs.append(emb.float())
-                idxs.append(idx)
-                if use_cuda:
-                    events[-1][1].record()
-                else:
-                    stats.model_seconds += time.perf_counter() - tm
-                stats.clips += len(idx)
-                stats.frames += x.shape[0] * x.shape[1]
-                if bar is not None:
-                    bar.update(x.shape[0] * x.shape[1] * world)
-                    bar.set_postfix(fps=f'{stats.frames * world / (time.perf_counter() - t0):.0f}')
-            out[torch.cat(idxs)] = torch.cat(embs).cpu()  # waits for the device
-        stats.model_seconds += sum(a.elapsed_time(b) for a, b in events) / 1e3
-        if shard_path is not None:
-            _atomic_save({'emb': out}, shard_path(s))
-        results[s] = out
-        stats.computed_shards += 1
+    # one DataLoader (one set of workers, prefetching across shard boundaries) for every shard still to do;
+    # batches never straddle two shards, so a shard is written as soon as its last batch is embedded
+    batches = [(s, list(range(b, min(b + batch_clips, hi))))
+               for s in todo for lo, hi in [_shard_range(s, shard_clips, len(plan.clips))]
+               for b in range(lo, hi, batch_clips)]
+    loader = DataLoader(ClipDataset(plan.clips, frame_transform), batch_sampler=[b for _, b in batches],
+                        num_workers=workers, pin_memory=use_cuda) if batches else []
+    embs, idxs, events = [], [], []
+    with torch.inference_mode():
+        for k, (x, idx) in enumerate(loader):
+            x = x.to(device, non_blocking=True)
+            if pre is not None:
+                x = pre.normalize(x)
+            if use_cuda:  # timed with events: no host sync per batch
+                events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+                events[-1][0].record()
+            tm = time.perf_counter()
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                emb = model(x)
+            embs.append(emb.float())
+            idxs.append(idx)
+            if use_cuda:
+                events[-1][1].record()
+            else:
+                stats.model_seconds += time.perf_counter() - tm
+            stats.clips += len(idx)
+            stats.frames += x.shape[0] * x.shape[1]
+            if bar is not None:
+                bar.update(x.shape[0] * x.shape[1] * world)
+                bar.set_postfix(fps=f'{stats.frames * world / (time.perf_counter() - t0):.0f}')
+            s = batches[k][0]
+            if k + 1 < len(batches) and batches[k + 1][0] == s:
+                continue
+            # the shard is complete: gather it on the host (waits for the device) and write it
+            lo, hi = _shard_range(s, shard_clips, len(plan.clips))
+            out = torch.empty(hi - lo, model.num_features)
+            out[torch.cat(idxs) - lo] = torch.cat(embs).cpu()
+            stats.model_seconds += sum(a.elapsed_time(b) for a, b in events) / 1e3
+            embs, idxs, events = [], [], []
+            if shard_path is not None:
+                _atomic_save({'emb': out}, shard_path(s))
+            results[s] = out
+            stats.computed_shards += 1
     stats.seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
