@@ -287,7 +287,7 @@ def extract_features(
                for b in range(lo, hi, batch_clips)]
     loader = DataLoader(ClipDataset(plan.clips, frame_transform), batch_sampler=[b for _, b in batches],
                         num_workers=workers, pin_memory=use_cuda) if batches else []
-    embs, idxs, events = [], [], []
+    embs, events = [], []
     with torch.inference_mode():
         for k, (x, idx) in enumerate(loader):
             x = x.to(device, non_blocking=True)
@@ -300,7 +300,6 @@ def extract_features(
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 emb = model(x)
             embs.append(emb.float())
-            idxs.append(idx)
             if use_cuda:
                 events[-1][1].record()
             else:
@@ -313,12 +312,10 @@ def extract_features(
             s = batches[k][0]
             if k + 1 < len(batches) and batches[k + 1][0] == s:
                 continue
-            # the shard is complete: gather it on the host (waits for the device) and write it
-            lo, hi = _shard_range(s, shard_clips, len(plan.clips))
-            out = torch.empty(hi - lo, model.num_features)
-            out[torch.cat(idxs) - lo] = torch.cat(embs).cpu()
+            # the shard is complete (its batches came in order): gather it on the host (waits for the device)
+            out = torch.cat(embs).cpu()
             stats.model_seconds += sum(a.elapsed_time(b) for a, b in events) / 1e3
-            embs, idxs, events = [], [], []
+            embs, events = [], []
             if shard_path is not None:
                 _atomic_save({'emb': out}, shard_path(s))
             results[s] = out
