@@ -15,8 +15,9 @@ dense protocol, DataLoader workers, the model, chunked ranking). Stages are time
 * ranking: distance matrix + torchreid's evaluate_rank, in chunks.
 
 The last line extrapolates the pipeline rate to the MARS test set (681,089 frames). Goal on one H100: under
-5 minutes. ``--num-ids 4700`` is MARS scale: 679,001 test frames (and ~180,000 train frames the benchmark does
-not read, ~11 GB in all), written once in ``--gen-workers`` processes at ~1 ms of CPU per frame.
+5 minutes. ``--num-ids 4700`` is MARS scale: 679,001 test frames, 693,696 in dense clips (and ~180,000 train
+frames the benchmark does not read; 12 GB in all), written once in ``--gen-workers`` processes at ~0.8 ms of CPU
+per frame (344 s with 2 processes on a 2-core VM).
 """
 from __future__ import annotations
 
