@@ -22,6 +22,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason='needs a CUDA GPU'))
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python: this checkout first on PYTHONPATH, the caller's entries kept."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH', '')) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
 def layout_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], revision: str | None = None) -> Path:
     """Write ``files`` into a Hugging Face Hub cache folder the way ``hf_hub_download`` leaves it."""
     org, name = repo_id.split('/')

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import child_env
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -38,7 +38,6 @@ from sinet_train.data import (
 from sinet_train.losses import SINetCriterion, batch_hard_triplet_loss, frame_infonce_loss
 from sinet_train.trainer import TrainError, train_one_epoch
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = 'layers=(1,1,1,1)'  # one bottleneck per stage: the training machinery, fast on a CPU
 
 
@@ -362,7 +361,7 @@ def test_killed_run_resumed_equals_an_uninterrupted_run(small_mars, tmp_path):
     assert main(_args(small_mars, straight, *common)) == 0
     # the same run in a separate process, killed (SIGKILL) as soon as epoch 1 is checkpointed
     killed = tmp_path / 'killed'
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     proc = subprocess.Popen([sys.executable, '-m', 'sinet_train', *_args(small_mars, killed, *common)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(killed / 'checkpoints' / 'epoch_0001', proc)
@@ -433,7 +432,7 @@ def test_bad_inputs_are_reported(small_mars, tmp_path, capsys):
 
 def test_torchrun_two_ranks(small_mars, tmp_path):
     run = tmp_path / 'ddp'
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    env = child_env(OMP_NUM_THREADS='1')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
            '-m', 'sinet_train', *_args(small_mars, run, '--epochs', '1', '--no-final-eval', '--device', 'cpu')]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
