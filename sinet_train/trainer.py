@@ -451,7 +451,8 @@ def evaluate(model: nn.Module, cfg: TrainConfig, mode: str, device: torch.device
     cache_dir = Path(cfg.output) / '.eval_cache' if env.world > 1 else None
     args = argparse.Namespace(
         mode=mode, no_cache=cache_dir is None, cache_dir=cache_dir, amp=amp, batch_clips=cfg.eval_batch_clips,
-        workers=cfg.workers, shard_clips=1024, no_progress=not (cfg.progress and env.main), rank_chunk=256)
+        workers=cfg.workers, shard_clips=1024, no_progress=not (cfg.progress and env.main), rank_chunk=256,
+        ranker='numpy')
     weights = weights_sha256(model) if cache_dir is not None else 'in-training'
     was_training = model.training
     try:

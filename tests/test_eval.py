@@ -13,7 +13,7 @@ import torch
 
 from reid_eval.cli import main
 from reid_eval.protocol import dense_clips, loop_pad, sampled_clip
-from reid_eval.ranking import rank_metrics
+from reid_eval.ranking import RANKERS, market1501_ranks, rank_metrics, valid_queries
 from reid_eval.synthetic import make_synthetic
 
 # ---------------------------------------------------------------------------------------------------------
@@ -65,8 +65,9 @@ def _plain_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams):
             'rank20': cmc[3], 'num_valid_queries': len(aps)}
 
 
+@pytest.mark.parametrize('ranker', RANKERS)
 @pytest.mark.parametrize('chunk', [1, 7, 10_000])
-def test_rank_metrics_match_an_independent_computation(chunk):
+def test_rank_metrics_match_an_independent_computation(chunk, ranker):
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(30, 16, generator=g)
     q_pids = np.arange(40) % 30
@@ -76,7 +77,7 @@ def test_rank_metrics_match_an_independent_computation(chunk):
     q_cams = np.zeros(40, dtype=int)
     g_cams = np.random.default_rng(0).integers(0, 3, 100)  # about a third of true matches are junk (same cam)
     q_pids[-1] = 99  # a query without any match is not counted
-    ours = rank_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams, chunk=chunk)
+    ours = rank_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams, chunk=chunk, ranker=ranker)
     ref = _plain_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams)
     assert ours['num_valid_queries'] == ref['num_valid_queries']
     assert 30 <= ours['num_valid_queries'] < 40
@@ -85,14 +86,15 @@ def test_rank_metrics_match_an_independent_computation(chunk):
     assert 0 < ours['mAP'] < 100
 
 
-def test_rank_metrics_tiny_gallery_with_same_camera_matches():
+@pytest.mark.parametrize('ranker', RANKERS)
+def test_rank_metrics_tiny_gallery_with_same_camera_matches(ranker):
     """Fewer than 20 (or 50) gallery entries left after junk removal: torchreid alone would fail here."""
     g = torch.Generator().manual_seed(1)
     q_pids, q_cams = np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])
     g_pids = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 5])
     g_cams = np.array([0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0, 1])
     qf, gf = torch.randn(4, 8, generator=g), torch.randn(12, 8, generator=g)
-    ours = rank_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams, chunk=3)
+    ours = rank_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams, chunk=3, ranker=ranker)
     ref = _plain_metrics(qf, gf, q_pids, q_cams, g_pids, g_cams)
     for k in ('mAP', 'rank1', 'rank5', 'rank10', 'rank20'):
         assert ours[k] == pytest.approx(ref[k], abs=1e-4), k
@@ -102,6 +104,36 @@ def test_rank_metrics_tiny_gallery_with_same_camera_matches():
 def test_rank_metrics_without_valid_queries():
     with pytest.raises(ValueError, match='no query identity'):
         rank_metrics(torch.randn(2, 4), torch.randn(2, 4), [1, 2], [0, 0], [3, 4], [1, 1])
+    with pytest.raises(ValueError, match="ranker must be one of numpy, torchreid; got 'cython'"):
+        rank_metrics(torch.randn(2, 4), torch.randn(2, 4), [1, 2], [0, 0], [1, 2], [1, 1], ranker='cython')
+
+
+@pytest.mark.parametrize('levels', [None, 5])  # continuous distances, and only 5 distinct values (many ties)
+def test_market1501_ranks_equal_torchreids_evaluate_rank(levels):
+    """Query by query, the whole-array ranker gives torchreid's CMC and AP (ties broken the same way)."""
+    from torchreid.reid.metrics.rank import eval_market1501
+
+    rng = np.random.default_rng(3)
+    nq, ng = 60, 400
+    g_pids, g_cams = rng.integers(0, 40, ng), rng.integers(0, 4, ng)
+    q_pids, q_cams = rng.integers(0, 45, nq), rng.integers(0, 4, nq)  # some identities absent from the gallery
+    dist = rng.random((nq, ng), dtype=np.float32)
+    if levels:
+        dist = np.floor(dist * levels).astype(np.float32)
+    cmc, ap, valid = market1501_ranks(dist, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+    assert np.array_equal(valid, valid_queries(q_pids, q_cams, g_pids, g_cams))
+    assert 0 < valid.sum() < nq
+    assert not cmc[~valid].any() and not ap[~valid].any()
+    for i in range(nq):
+        if not valid[i]:
+            continue
+        ref_cmc, ref_ap = eval_market1501(dist[i:i + 1], q_pids[i:i + 1], g_pids, q_cams[i:i + 1], g_cams, 50)
+        assert np.array_equal(cmc[i], ref_cmc.astype(bool)), i
+        assert ap[i] == pytest.approx(ref_ap, rel=1e-12, abs=0), i
+    # whole chunk at once, as rank_metrics calls it (the mean over valid queries)
+    ref_cmc, ref_ap = eval_market1501(dist[valid], q_pids[valid], g_pids, q_cams[valid], g_cams, 50)
+    assert np.allclose(cmc[valid].mean(0), ref_cmc, rtol=0, atol=1e-6)
+    assert ap[valid].mean() == pytest.approx(ref_ap, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,6 +224,11 @@ def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
     assert code == 0
     assert again['per_split'][0]['cache']['computed_shards'] == 0
     assert again['metrics'] == res['metrics']
+    # torchreid's own evaluate_rank ranks the cached features to the same numbers (its CMC sums in float32)
+    code, tr = _eval(tmp_path, *args, '--ranker', 'torchreid', out='r4.json')
+    assert code == 0 and 'torchreid ranker' in tr['protocol'] and 'numpy ranker' in res['protocol']
+    assert tr['metrics']['mAP'] == pytest.approx(res['metrics']['mAP'], rel=1e-12)
+    assert tr['metrics'] == pytest.approx(res['metrics'], abs=1e-4)
     # --compile: the compiled wrapper (here dynamo with the eager backend; inductor by default) computes the same
     torch._dynamo.reset()
     code, compiled = _eval(tmp_path, *args, '--no-cache', '--compile', 'eager', out='r3.json')

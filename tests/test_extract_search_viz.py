@@ -240,8 +240,7 @@ def test_viz_cam_bad_input(tmp_path, capsys):
 @pytest.fixture(scope='module')
 def run_json(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp('run')
-    # PRID-2011 format (query camera a, gallery camera b); a MARS-format run needs a gallery of > 50 tracklets
-    # (torchreid's evaluate_rank fails on smaller ones once same-camera entries are removed), too slow for here
+    # PRID-2011 format (query camera a, gallery camera b): the smallest dataset the CLI evaluates
     root = make_synthetic('prid2011', tmp / 'data', num_ids=6, lengths=(1, 2, 3))
     out = tmp / 'run.json'
     code = eval_main(['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', str(root),
