@@ -12,7 +12,8 @@ dense protocol, DataLoader workers, the model, chunked ranking). Stages are time
   on a CPU the normalisation alone);
 * model: the model alone on random clips already on the device;
 * pipeline: the real extraction (decode, transfer and model overlapped);
-* ranking: distance matrix + torchreid's evaluate_rank, in chunks.
+* ranking: distance matrix + Market-1501 ranking (reid_eval's numpy ranker), in chunks; with
+  ``--rank-torchreid`` also torchreid's own ``evaluate_rank`` (pure Python in the PyPI package), side by side.
 
 The last line extrapolates the pipeline rate to the MARS test set (681,089 frames). Goal on one H100: under
 5 minutes. ``--num-ids 4700`` is MARS scale: 679,001 test frames, 693,696 in dense clips (and ~180,000 train
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--batch-clips', type=int, default=None, help='default: as sinet-eval (32 on CUDA, 4 on CPU)')
     p.add_argument('--amp', default='auto', choices=AMP_CHOICES)
     p.add_argument('--compile', action='store_true')
+    p.add_argument('--rank-torchreid', action='store_true',
+                   help="also rank with torchreid's evaluate_rank (slow: ~10 ms per query at MARS scale)")
     args = p.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == 'cuda'
@@ -137,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     q_c = [c for _, _, c in data.query]
     g_p = q_p + [p for _, p, _ in data.gallery]
     g_c = q_c + [c for _, _, c in data.gallery]
-    rank_metrics(qf, gf, q_p, q_c, g_p, g_c, device=dev)
+    ours = rank_metrics(qf, gf, q_p, q_c, g_p, g_c, device=dev)
     t_rank = time.perf_counter() - t
+    t_rank_tr = None
+    if args.rank_torchreid:
+        t = time.perf_counter()
+        theirs = rank_metrics(qf, gf, q_p, q_c, g_p, g_c, device=dev, ranker='torchreid')
+        t_rank_tr = time.perf_counter() - t
+        if abs(theirs['mAP'] - ours['mAP']) > 1e-9:
+            print(f'warning: the rankers disagree: mAP {ours["mAP"]} (numpy) vs {theirs["mAP"]} (torchreid)')
 
     print(f'machine: {platform.node()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} '
           f'threads, device {torch.cuda.get_device_name(dev) if cuda else "cpu"}; torch {torch.__version__}; '
@@ -148,9 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f'{"stage":<26}{"seconds":>10}{"frames/s":>12}')
     for name, sec in (('decode (workers)', t_decode), ('transfer + normalise', t_transfer),
                       ('model (on device)', t_model),
-                      ('pipeline (all overlapped)', stats.seconds), ('ranking', t_rank)):
-        fps = f'{frames / sec:12.0f}' if name != 'ranking' and sec > 0 else f'{"-":>12}'
+                      ('pipeline (all overlapped)', stats.seconds), ('ranking', t_rank),
+                      ('ranking (torchreid)', t_rank_tr)):
+        if sec is None:
+            continue
+        fps = f'{frames / sec:12.0f}' if not name.startswith('ranking') and sec > 0 else f'{"-":>12}'
         print(f'{name:<26}{sec:10.2f}{fps}')
+    print(f'ranking: {nq} queries x {len(g_p)} gallery tracklets'
+          + (f'; torchreid / numpy time: {t_rank_tr / t_rank:.1f}x' if t_rank_tr else ''))
     rate = frames / stats.seconds
     bound = max((t_decode, 'decode'), (t_transfer, 'transfer'), (t_model, 'model'))[1]
     print(f'\nbottleneck: {bound}; MARS test set ({MARS_TEST_FRAMES:,} frames) at this rate: '

@@ -36,12 +36,16 @@ def test_bench_model_prints_ratios_flops_and_params(capsys: pytest.CaptureFixtur
 
 def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     bench = _load('bench_eval')
-    assert bench.main(['--num-ids', '4', '--workers', '0', '--gen-workers', '0', '--data', str(tmp_path)]) == 0
+    assert bench.main(['--num-ids', '4', '--workers', '0', '--gen-workers', '0', '--data', str(tmp_path),
+                       '--rank-torchreid']) == 0
     out = capsys.readouterr().out
     frames = int(re.search(r'^dataset: \d+ tracklets, (\d+) frames in \d+ clips', out, re.M).group(1))
     assert frames > 100 and frames % 4 == 0  # dense 4-frame clips
-    stages = dict(re.findall(r'^(\w+) \(?[^)\n]*\)?\s+([\d.]+)\s+(?:\d+|-)$', out, re.M))
-    assert set(stages) == {'decode', 'transfer', 'model', 'pipeline', 'ranking'}
-    assert float(stages['model']) > 0 and float(stages['pipeline']) > 0
+    stages = dict(re.findall(r'^([a-z][a-z +()]*?)\s+([\d.]+)\s+(?:\d+|-)$', out, re.M))
+    assert set(stages) == {'decode (workers)', 'transfer + normalise', 'model (on device)',
+                           'pipeline (all overlapped)', 'ranking', 'ranking (torchreid)'}
+    assert re.search(r'^ranking: \d+ queries x \d+ gallery tracklets; torchreid / numpy time: [\d.]+x$', out, re.M)
+    assert 'rankers disagree' not in out
+    assert float(stages['model (on device)']) > 0 and float(stages['pipeline (all overlapped)']) > 0
     assert re.search(r'^bottleneck: (decode|model); MARS test set \(681,089 frames\) at this rate: [\d.]+ min', out,
                      re.M)
