@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,9 +185,15 @@ class _Painter:
             return
         chunks = [self.jobs[i:i + _RENDER_CHUNK] for i in range(0, len(self.jobs), _RENDER_CHUNK)]
         # spawn, not fork: the caller may hold threads (torch, a DataLoader) that a fork would copy mid-flight
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in pool.map(self.renderer.save, chunks):
-                pass
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for _ in pool.map(self.renderer.save, chunks):
+                    pass
+        except BrokenProcessPool:
+            raise RuntimeError(
+                f"a process rendering the synthetic dataset died (workers={workers}). Spawned processes import the "
+                "calling script again: put the call under `if __name__ == '__main__':`, or pass workers=0. "
+                "Nothing of this dataset was kept.") from None
 
 
 _RENDER_CHUNK = 512  # frames per task of a rendering process

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import child_env
 from PIL import Image
 from scipy.io import loadmat
 from scipy.io.matlab import matfile_version
@@ -335,6 +336,23 @@ def test_parallel_rendering_writes_the_same_files(tmp_path: Path) -> None:
     assert files == sorted(p.relative_to(b) for p in b.rglob("*.jpg"))
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert load_manifest("mars", a)["splits"] == load_manifest("mars", b)["splits"]
+
+
+def test_parallel_rendering_from_an_unguarded_script_is_a_clear_error(tmp_path: Path) -> None:
+    """Spawned renderers import the calling script again; without a __main__ guard they die at start-up. The
+    caller gets what to do, not a BrokenProcessPool traceback, and no half-written dataset is left."""
+    script = tmp_path / "make.py"
+    script.write_text("from reid_eval.synthetic import make_synthetic\n"
+                      f"make_synthetic('mars', {str(tmp_path / 'data')!r}, num_ids=12, img_size=(8, 4), "
+                      "lengths=(60, 90), workers=2)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env=child_env())
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: a process rendering the synthetic dataset died (workers=2)"), last
+    assert "if __name__ == '__main__':" in last and "workers=0" in last
+    assert not (tmp_path / "data" / "mars").exists()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []  # the temporary folder is gone too
 
 
 def test_mars_scale_identity_count(tmp_path: Path) -> None:
