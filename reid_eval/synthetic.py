@@ -190,13 +190,17 @@ class _Painter:
                 for _ in pool.map(self.renderer.save, chunks):
                     pass
         except BrokenProcessPool:
-            raise RuntimeError(
+            raise RenderersDiedError(
                 f"a process rendering the synthetic dataset died (workers={workers}). Spawned processes import the "
                 "calling script again: put the call under `if __name__ == '__main__':`, or pass workers=0. "
                 "Nothing of this dataset was kept.") from None
 
 
 _RENDER_CHUNK = 512  # frames per task of a rendering process
+
+
+class RenderersDiedError(RuntimeError):
+    """A process drawing frames for :func:`make_synthetic` died (typically: an unguarded calling script)."""
 
 
 class _Lengths:
@@ -566,7 +570,9 @@ def make_synthetic(
     seq = _Lengths(lengths)
     root.mkdir(parents=True, exist_ok=True)
     # write into a temporary folder next to the target, then rename: no half-written dataset remains
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRS[kind]}.tmp", dir=root))
+    tmp_prefix = f".{DATASET_DIRS[kind]}.tmp"
+    earlier_tmp = set(root.glob(tmp_prefix + "*"))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=root))
     try:
         work = tmp / DATASET_DIRS[kind]
         work.mkdir()
@@ -578,7 +584,14 @@ def make_synthetic(
             splits, info = _make_dukev(tmp, work, painter, num_ids, seq)
         else:
             splits, info = _make_two_camera(tmp, work, painter, num_ids, seq, kind)
-        painter.render(workers)
+        try:
+            painter.render(workers)
+        except RenderersDiedError:
+            # renderers that re-ran an unguarded calling script began datasets of their own before they were
+            # killed: remove the temporary folders that appeared since this call began
+            for leftover in set(root.glob(tmp_prefix + "*")) - earlier_tmp - {tmp}:
+                shutil.rmtree(leftover, ignore_errors=True)
+            raise
         manifest = {"kind": kind, "version": FORMAT_VERSION, "dataset_dir": DATASET_DIRS[kind],
                     "params": params, "num_images": painter.num_images, "splits": splits, "info": info}
         (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
