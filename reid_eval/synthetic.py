@@ -537,7 +537,9 @@ def make_synthetic(
         lengths: tracklet lengths, used in turn.
         reuse: keep an existing synthetic folder written with the same parameters instead of rewriting it.
         workers: processes that draw and encode the frames (0: this process). The files do not depend on it;
-            a MARS-scale set (~860,000 256x128 frames) takes minutes with 16 workers, ~20 with none.
+            a MARS-scale set (~860,000 256x128 frames) takes minutes with 16 workers, ~20 with none. The workers
+            are spawned and import the calling script again: call this under ``if __name__ == '__main__':``
+            (otherwise :class:`RenderersDiedError`, and nothing is written).
 
     An existing dataset folder is replaced only if it is a synthetic one (it has a manifest); a real
     dataset is never touched (FileExistsError).
