@@ -16,7 +16,7 @@ Two rankers give the same numbers (tested against each other):
 """
 from __future__ import annotations
 
-import warnings
+import importlib
 
 import numpy as np
 import torch
@@ -26,13 +26,12 @@ RANKS = (1, 5, 10, 20)
 
 
 def _evaluate_rank():
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the "Cython evaluation unavailable" notice, given at import
-        try:
-            from torchreid.reid.metrics import evaluate_rank
-        except ImportError:  # upstream deep-person-reid layout
-            from torchreid.metrics import evaluate_rank
-    return evaluate_rank
+    """torchreid's ``evaluate_rank``, from whichever torchreid is installed (PyPI or upstream layout)."""
+    from .datasets import _quiet_import, torchreid_flavor
+
+    with _quiet_import():
+        module = 'torchreid.reid.metrics' if torchreid_flavor() == 'pypi' else 'torchreid.metrics'
+        return importlib.import_module(module).evaluate_rank
 
 
 def cosine_distance(qf: torch.Tensor, gf: torch.Tensor) -> torch.Tensor:
@@ -110,10 +109,8 @@ def _torchreid_sums(evaluate_rank, dist: np.ndarray, q_pids, q_camids, g_pids, g
         rows = np.flatnonzero((depth == d) & valid)
         if len(rows) == 0:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the "Cython evaluation unavailable" notice
-            cmc, m_ap = evaluate_rank(dist[rows], q_pids[rows], g_pids, q_camids[rows], g_camids,
-                                      max_rank=int(d), use_metric_cuhk03=False)
+        cmc, m_ap = evaluate_rank(dist[rows], q_pids[rows], g_pids, q_camids[rows], g_camids, max_rank=int(d),
+                                  use_metric_cuhk03=False)
         cmc = np.asarray(cmc, dtype=np.float64)[: int(d)]
         cmc_sum += np.pad(cmc, (0, max_rank - len(cmc)), mode='edge') * len(rows)
         ap_sum += float(m_ap) * len(rows)
