@@ -1,6 +1,7 @@
 """reid_eval: protocols, ranking against an independent computation, the CLI end to end, cache and resume."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -111,8 +112,10 @@ def test_rank_metrics_without_valid_queries():
 @pytest.mark.parametrize('levels', [None, 5])  # continuous distances, and only 5 distinct values (many ties)
 def test_market1501_ranks_equal_torchreids_evaluate_rank(levels):
     """Query by query, the whole-array ranker gives torchreid's CMC and AP (ties broken the same way)."""
-    from torchreid.reid.metrics.rank import eval_market1501
+    from reid_eval.datasets import torchreid_flavor
 
+    prefix = 'torchreid.reid' if torchreid_flavor() == 'pypi' else 'torchreid'
+    eval_market1501 = importlib.import_module(prefix + '.metrics.rank').eval_market1501
     rng = np.random.default_rng(3)
     nq, ng = 60, 400
     g_pids, g_cams = rng.integers(0, 40, ng), rng.integers(0, 4, ng)
