@@ -12,7 +12,10 @@ Two rankers give the same numbers (tested against each other):
   float64 additions in AP may differ (last-bit differences).
 * ``torchreid``: torchreid's ``evaluate_rank`` itself. The PyPI package (0.2.5) ships no compiled ranker, and
   its Python fallback spends 95% of its time in a per-element Python loop over the gallery: about 20 s for
-  MARS (1,980 x 11,310) on a 2-core VM, against under a second for ``numpy``.
+  MARS (1,980 x 11,310) on a 2-core VM, against under a second for ``numpy``. A deep-person-reid checkout
+  whose Cython ranker is built runs that instead: same ranking, but it sums AP and CMC in float32, so its
+  numbers differ from the others by float32 rounding (~1e-7 relative). :func:`ranker_description` says
+  which one ran, and ``sinet-eval`` writes that into the protocol line.
 """
 from __future__ import annotations
 
@@ -23,15 +26,39 @@ import torch
 import torch.nn.functional as F
 
 RANKS = (1, 5, 10, 20)
+RANKERS = ('numpy', 'torchreid')
 
 
-def _evaluate_rank():
-    """torchreid's ``evaluate_rank``, from whichever torchreid is installed (PyPI or upstream layout)."""
+def _torchreid_rank_module():
+    """torchreid's ``metrics.rank`` module, from whichever torchreid is installed (PyPI or upstream layout)."""
     from .datasets import _quiet_import, torchreid_flavor
 
     with _quiet_import():
-        module = 'torchreid.reid.metrics' if torchreid_flavor() == 'pypi' else 'torchreid.metrics'
-        return importlib.import_module(module).evaluate_rank
+        module = 'torchreid.reid.metrics.rank' if torchreid_flavor() == 'pypi' else 'torchreid.metrics.rank'
+        return importlib.import_module(module)
+
+
+def _evaluate_rank():
+    return _torchreid_rank_module().evaluate_rank
+
+
+def torchreid_ranker_compiled() -> bool:
+    """Whether torchreid's ``evaluate_rank`` runs its compiled Cython ranker (float32 sums) rather than the
+    Python fallback (float64); never true for the PyPI package 0.2.5."""
+    return bool(getattr(_torchreid_rank_module(), 'IS_CYTHON_AVAI', False))
+
+
+def _check_ranker(ranker: str) -> None:
+    if ranker not in RANKERS:
+        raise ValueError(f'ranker must be one of {", ".join(RANKERS)}; got {ranker!r}')
+
+
+def ranker_description(ranker: str) -> str:
+    """The ranker as the protocol line names it, e.g. ``'numpy ranker'`` or ``'torchreid ranker (Python)'``."""
+    _check_ranker(ranker)
+    if ranker == 'numpy':
+        return 'numpy ranker'
+    return f'torchreid ranker ({"compiled Cython, float32 sums" if torchreid_ranker_compiled() else "Python"})'
 
 
 def cosine_distance(qf: torch.Tensor, gf: torch.Tensor) -> torch.Tensor:
@@ -53,7 +80,6 @@ def valid_queries(q_pids, q_camids, g_pids, g_camids) -> np.ndarray:
     return out
 
 
-RANKERS = ('numpy', 'torchreid')
 _BLOCK = 1 << 22  # query x gallery entries that market1501_ranks handles at once (~150 MB of temporaries)
 
 
@@ -124,9 +150,9 @@ def rank_metrics(
 ) -> dict[str, float]:
     """mAP and CMC rank-1/5/10/20 (in %) over the valid queries; also ``num_valid_queries`` and ``cmc``.
 
-    ``ranker``: ``numpy`` (:func:`market1501_ranks`) or ``torchreid`` (its ``evaluate_rank``); same numbers."""
-    if ranker not in RANKERS:
-        raise ValueError(f'ranker must be one of {", ".join(RANKERS)}; got {ranker!r}')
+    ``ranker``: ``numpy`` (:func:`market1501_ranks`) or ``torchreid`` (its ``evaluate_rank``); same numbers, up to
+    float32 rounding when torchreid's ranker is the compiled one (see the module docstring)."""
+    _check_ranker(ranker)
     evaluate_rank = _evaluate_rank() if ranker == 'torchreid' else None
     q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
     g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)

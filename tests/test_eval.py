@@ -14,7 +14,14 @@ import torch
 
 from reid_eval.cli import main
 from reid_eval.protocol import dense_clips, loop_pad, sampled_clip
-from reid_eval.ranking import RANKERS, market1501_ranks, rank_metrics, valid_queries
+from reid_eval.ranking import (
+    RANKERS,
+    market1501_ranks,
+    rank_metrics,
+    ranker_description,
+    torchreid_ranker_compiled,
+    valid_queries,
+)
 from reid_eval.synthetic import make_synthetic
 
 # ---------------------------------------------------------------------------------------------------------
@@ -107,6 +114,14 @@ def test_rank_metrics_without_valid_queries():
         rank_metrics(torch.randn(2, 4), torch.randn(2, 4), [1, 2], [0, 0], [3, 4], [1, 1])
     with pytest.raises(ValueError, match="ranker must be one of numpy, torchreid; got 'cython'"):
         rank_metrics(torch.randn(2, 4), torch.randn(2, 4), [1, 2], [0, 0], [1, 2], [1, 1], ranker='cython')
+
+
+def test_ranker_description_names_the_code_that_ranks():
+    assert ranker_description('numpy') == 'numpy ranker'
+    kind = 'compiled Cython, float32 sums' if torchreid_ranker_compiled() else 'Python'
+    assert ranker_description('torchreid') == f'torchreid ranker ({kind})'
+    with pytest.raises(ValueError, match="ranker must be one of numpy, torchreid; got 'cython'"):
+        ranker_description('cython')
 
 
 @pytest.mark.parametrize('levels', [None, 5])  # continuous distances, and only 5 distinct values (many ties)
@@ -227,10 +242,13 @@ def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
     assert code == 0
     assert again['per_split'][0]['cache']['computed_shards'] == 0
     assert again['metrics'] == res['metrics']
-    # torchreid's own evaluate_rank ranks the cached features to the same numbers (its CMC sums in float32)
+    # torchreid's own evaluate_rank ranks the cached features to the same numbers (its CMC sums in float32; a
+    # compiled deep-person-reid ranker sums AP in float32 too, and the protocol line says which one ran)
     code, tr = _eval(tmp_path, *args, '--ranker', 'torchreid', out='r4.json')
-    assert code == 0 and 'torchreid ranker' in tr['protocol'] and 'numpy ranker' in res['protocol']
-    assert tr['metrics']['mAP'] == pytest.approx(res['metrics']['mAP'], rel=1e-12)
+    compiled = torchreid_ranker_compiled()
+    kind = 'compiled Cython, float32 sums' if compiled else 'Python'
+    assert code == 0 and f'torchreid ranker ({kind})' in tr['protocol'] and 'numpy ranker' in res['protocol']
+    assert tr['metrics']['mAP'] == pytest.approx(res['metrics']['mAP'], rel=1e-6 if compiled else 1e-12)
     assert tr['metrics'] == pytest.approx(res['metrics'], abs=1e-4)
     # --compile: the compiled wrapper (here dynamo with the eager backend; inductor by default) computes the same
     torch._dynamo.reset()
