@@ -19,6 +19,7 @@ So a run resumed from a checkpoint continues exactly as the uninterrupted run wo
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -260,6 +261,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def scheduler_state(scheduler: torch.optim.lr_scheduler.MultiStepLR) -> dict[str, Any]:
+    """The scheduler's state_dict with its ``milestones`` Counter as a plain dict: ``torch.load(weights_only=True)``
+    accepts ``collections.Counter`` only from torch 2.4 on."""
+    state = scheduler.state_dict()
+    return dict(state, milestones=dict(state['milestones']))
+
+
+def load_scheduler_state(scheduler: torch.optim.lr_scheduler.MultiStepLR, state: dict[str, Any]) -> None:
+    scheduler.load_state_dict(dict(state, milestones=collections.Counter(state['milestones'])))
 
 
 def _versions() -> dict[str, str]:
@@ -685,7 +697,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
         tensors, state = load_training_state(ckpt)
         model.load_state_dict(tensors, strict=True)
         optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
+        load_scheduler_state(scheduler, state['scheduler'])
         if scaler is not None and state.get('scaler'):
             scaler.load_state_dict(state['scaler'])
         set_rng_state(state['rng'])
@@ -778,7 +790,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
             _append_jsonl(out / 'metrics.jsonl', rec)
             state = {
                 'format': FORMAT, 'epoch': epoch + 1, 'optimizer': optimizer.state_dict(),
-                'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler is not None else None,
+                'scheduler': scheduler_state(scheduler), 'scaler': scaler.state_dict() if scaler is not None else None,
                 'rng': rng_state(), 'best': {'rank1': best['rank1'] if best['epoch'] else None,
                                              'epoch': best['epoch']},
                 'sampler_epoch': epoch + 1, 'world_size': env.world,

@@ -5,6 +5,7 @@ family (with fewer blocks per stage where only the training machinery is under t
 """
 from __future__ import annotations
 
+import collections
 import json
 import math
 import random
@@ -36,7 +37,7 @@ from sinet_train.data import (
     restricted_random_crop,
 )
 from sinet_train.losses import SINetCriterion, batch_hard_triplet_loss, frame_infonce_loss
-from sinet_train.trainer import TrainError, train_one_epoch
+from sinet_train.trainer import TrainError, load_scheduler_state, scheduler_state, train_one_epoch
 
 TINY = 'layers=(1,1,1,1)'  # one bottleneck per stage: the training machinery, fast on a CPU
 
@@ -289,6 +290,33 @@ def harder_mars(tmp_path_factory) -> Path:
     return make_synthetic('mars', tmp_path_factory.mktemp('mars100'), num_ids=100, img_size=(64, 32))
 
 
+# what torch 2.3's weights_only loader accepts in a training state (MultiStepLR's Counter arrived in 2.4)
+_OLD_WEIGHTS_ONLY_TYPES = {dict, collections.OrderedDict, list, tuple, torch.Tensor, int, float, str, bool, type(None)}
+
+
+def _plain_types(obj) -> set[type]:
+    if isinstance(obj, dict):
+        return {type(obj)}.union(*(_plain_types(k) | _plain_types(v) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return {type(obj)}.union(*(_plain_types(v) for v in obj))
+    return {type(obj)}
+
+
+def test_scheduler_state_round_trip_without_counter():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    a = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 2, 4], gamma=0.5)
+    for _ in range(3):
+        opt.step()
+        a.step()
+    state = scheduler_state(a)
+    assert type(state['milestones']) is dict and state['milestones'] == {2: 2, 4: 1}
+    b = torch.optim.lr_scheduler.MultiStepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+                                             milestones=[9])
+    load_scheduler_state(b, state)
+    assert isinstance(b.milestones, collections.Counter) and b.milestones == a.milestones
+    assert b.last_epoch == 3 and b.get_last_lr() == a.get_last_lr() == [0.25]
+
+
 def test_training_beats_the_untrained_model_and_writes_a_complete_run(harder_mars, tmp_path):
     run = tmp_path / 'run'
     # 4 epochs of 8 steps; on seeds 0-2 rank-1 went from 80-84% to 91-96% and mAP from 73-79% to 91-96%
@@ -310,6 +338,7 @@ def test_training_beats_the_untrained_model_and_writes_a_complete_run(harder_mar
     assert sorted(p.name for p in (run / 'checkpoints').iterdir()) == ['epoch_0004']  # --keep-checkpoints 1
     state = torch.load(ckpt / 'state.pt', weights_only=True)
     assert state['epoch'] == 4 and state['scheduler']['last_epoch'] == 4 and state['optimizer']['state']
+    assert _plain_types(state) <= _OLD_WEIGHTS_ONLY_TYPES  # resumable on torch 2.3 too (no Counter: torch >= 2.4)
     assert set(state['rng']) >= {'python', 'numpy', 'torch'}
     weights = load_file(str(ckpt / 'model.safetensors'))
     for which in ('best', 'last'):
