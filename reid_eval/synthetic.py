@@ -185,8 +185,17 @@ class _Painter:
             return
         chunks = [self.jobs[i:i + _RENDER_CHUNK] for i in range(0, len(self.jobs), _RENDER_CHUNK)]
         # spawn, not fork: the caller may hold threads (torch, a DataLoader) that a fork would copy mid-flight
+        ctx = multiprocessing.get_context("spawn")
+        # one spawned process first: if it cannot start (an unguarded calling script), stop here. A pool whose
+        # workers die at start-up raises BrokenProcessPool on Python >= 3.11 but can hang on 3.10, its task
+        # pipe full and nobody reading it
+        probe = ctx.Process(target=_started)
+        probe.start()
+        probe.join()
         try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            if probe.exitcode != 0:
+                raise BrokenProcessPool(f"exit code {probe.exitcode}")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 for _ in pool.map(self.renderer.save, chunks):
                     pass
         except BrokenProcessPool:
@@ -194,6 +203,10 @@ class _Painter:
                 f"a process rendering the synthetic dataset died (workers={workers}). Spawned processes import the "
                 "calling script again: put the call under `if __name__ == '__main__':`, or pass workers=0. "
                 "Nothing of this dataset was kept.") from None
+
+
+def _started() -> None:
+    """Target of the process that checks that spawned renderers can start."""
 
 
 _RENDER_CHUNK = 512  # frames per task of a rendering process
