@@ -191,7 +191,9 @@ def convert(
     model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg
     config = reid_config(model, dataset, src_info)
     config['reid'].update(extra_config or {})
-    save_for_hf(model, str(out_dir), model_config=config, safe_serialization=True)
+    # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
+    save_for_hf(model, str(out_dir), model_config=config, model_args={'img_size': list(model.img_size)},
+                safe_serialization=True)
     return out_dir
 
 

@@ -369,7 +369,10 @@ def _export_hub(model: nn.Module, folder: Path, cfg: TrainConfig, info: dict[str
     model_config = reid_config(model, cfg.dataset, src)
     model_config['pretrained_cfg'] = {
         'tag': cfg.dataset, 'notes': (f'trained with sinet-train on {cfg.dataset}',)}
-    save_for_hf(model, str(tmp), model_config=model_config, safe_serialization=True)
+    # the architecture arguments, written explicitly: timm < 1.0.31 records none by itself, and local-dir: would
+    # then build the default architecture
+    model_args = {**cfg.model_kwargs, 'img_size': list(model.img_size)}
+    save_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, safe_serialization=True)
     old = folder.with_name(f'.old_{folder.name}')
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
