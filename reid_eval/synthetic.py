@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,37 +183,68 @@ class _Painter:
         if workers <= 1 or len(self.jobs) < 2 * _RENDER_CHUNK:
             self.renderer.save(self.jobs)
             return
-        chunks = [self.jobs[i:i + _RENDER_CHUNK] for i in range(0, len(self.jobs), _RENDER_CHUNK)]
-        # spawn, not fork: the caller may hold threads (torch, a DataLoader) that a fork would copy mid-flight
+        # Our own processes rather than a ProcessPoolExecutor: when a worker dies (killed for memory, or an
+        # unguarded calling script), Python 3.10's executor can hang forever with its task pipe full. Each
+        # process reads its share of the frames from a file: what a spawned process is sent at start-up must
+        # stay under a pipe's buffer, or starting one that dies before reading it all blocks for ever. Shares are
+        # interleaved chunks, so each process gets frames from every part of the dataset.
+        # spawn, not fork: the caller may hold threads (torch, a DataLoader) that a fork would copy mid-flight.
         ctx = multiprocessing.get_context("spawn")
-        # one spawned process first: if it cannot start (an unguarded calling script), stop here. A pool whose
-        # workers die at start-up raises BrokenProcessPool on Python >= 3.11 but can hang on 3.10, its task
-        # pipe full and nobody reading it
-        probe = ctx.Process(target=_started)
-        probe.start()
-        probe.join()
-        try:
-            if probe.exitcode != 0:
-                raise BrokenProcessPool(f"exit code {probe.exitcode}")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for _ in pool.map(self.renderer.save, chunks):
-                    pass
-        except BrokenProcessPool:
-            raise RenderersDiedError(
-                f"a process rendering the synthetic dataset died (workers={workers}). Spawned processes import the "
-                "calling script again: put the call under `if __name__ == '__main__':`, or pass workers=0. "
-                "Nothing of this dataset was kept.") from None
+        workers = min(workers, -(-len(self.jobs) // _RENDER_CHUNK))
+        started = ctx.RawArray("b", workers)  # set by each process as its first step
+        with tempfile.TemporaryDirectory(prefix="reid-eval-render-") as shares:
+            procs = []
+            for k in range(workers):
+                share = Path(shares) / f"{k}.pkl"
+                share.write_bytes(pickle.dumps(
+                    [job for i in range(k * _RENDER_CHUNK, len(self.jobs), workers * _RENDER_CHUNK)
+                     for job in self.jobs[i:i + _RENDER_CHUNK]], protocol=pickle.HIGHEST_PROTOCOL))
+                procs.append(ctx.Process(target=_render_share, args=(self.renderer, str(share), started, k),
+                                         daemon=True))
+            try:
+                for proc in procs:
+                    proc.start()
+                running = list(procs)
+                while running:
+                    multiprocessing.connection.wait([proc.sentinel for proc in running])
+                    for proc in [q for q in running if q.exitcode is not None]:
+                        running.remove(proc)
+                        if proc.exitcode != 0:
+                            raise RenderersDiedError(
+                                _death_message(proc.exitcode, bool(started[procs.index(proc)]), workers))
+            finally:
+                for proc in procs:
+                    if proc.is_alive():
+                        proc.kill()
+                for proc in procs:
+                    if proc.pid is not None:
+                        proc.join()
 
 
-def _started() -> None:
-    """Target of the process that checks that spawned renderers can start."""
+def _render_share(renderer: _Renderer, share: str, started: Any, k: int) -> None:
+    """Body of rendering process ``k``: say it started, then draw and write the frames listed in ``share``."""
+    started[k] = 1
+    with open(share, "rb") as f:
+        renderer.save(pickle.load(f))
 
 
-_RENDER_CHUNK = 512  # frames per task of a rendering process
+def _death_message(exitcode: int, started: bool, workers: int) -> str:
+    what = f"killed by signal {-exitcode}" if exitcode < 0 else f"exit code {exitcode}"
+    if not started:
+        return (f"a process rendering the synthetic dataset could not start (workers={workers}, {what}). Spawned "
+                "processes import the calling script again: put the call under `if __name__ == '__main__':`, "
+                "or pass workers=0. Nothing of this dataset was kept.")
+    cause = "it was killed (out of memory?)" if exitcode < 0 else "it crashed (its traceback is above)"
+    return (f"a process rendering the synthetic dataset died while drawing frames (workers={workers}, {what}): "
+            f"{cause}. Try again with fewer workers, or workers=0. Nothing of this dataset was kept.")
+
+
+_RENDER_CHUNK = 512  # frames in a row given to one rendering process
 
 
 class RenderersDiedError(RuntimeError):
-    """A process drawing frames for :func:`make_synthetic` died (typically: an unguarded calling script)."""
+    """A process drawing frames for :func:`make_synthetic` died: it could not start (an unguarded calling
+    script), or it was killed (out of memory) or crashed while drawing. The message says which."""
 
 
 class _Lengths:

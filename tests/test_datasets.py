@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -31,6 +36,7 @@ from reid_eval.datasets import (
 )
 from reid_eval.synthetic import (
     DEFAULT_NUM_IDS,
+    RenderersDiedError,
     demo_dataset_root,
     load_manifest,
     make_synthetic,
@@ -350,13 +356,51 @@ def test_parallel_rendering_from_an_unguarded_script_is_a_clear_error(tmp_path: 
                        env=child_env())
     assert r.returncode == 1
     # (the last stderr lines may be a resource_tracker warning from the dead processes)
-    error = re.search(r"^reid_eval\.synthetic\.RenderersDiedError: a process rendering the synthetic dataset died "
-                      r"\(workers=2\).*$", r.stderr, re.M)
+    error = re.search(r"^reid_eval\.synthetic\.RenderersDiedError: a process rendering the synthetic dataset could not "
+                      r"start \(workers=2, exit code 1\).*$", r.stderr, re.M)
     assert error, r.stderr[-2000:]
     assert "if __name__ == '__main__':" in error.group() and "workers=0" in error.group()
     assert "BrokenProcessPool" not in r.stderr
     assert not (tmp_path / "data" / "mars").exists()
     assert [p.name for p in (tmp_path / "data").iterdir()] == []  # the temporary folder is gone too
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="reads /proc/PID/io (Linux)")
+def test_renderer_killed_mid_run_is_a_clear_error(tmp_path: Path) -> None:
+    """A rendering process killed while it writes frames (SIGKILL, what the kernel's OOM killer sends) gives a
+    RenderersDiedError that blames the kill, not the calling script, the other renderers are stopped, and no
+    dataset or temporary folder is left. (Python 3.10's ProcessPoolExecutor hung here.)"""
+    stop, killed = threading.Event(), []
+
+    def written(pid: int) -> int:  # bytes the process has written (frames; the parent already cached the .pyc)
+        try:
+            return int(re.search(r"^wchar: (\d+)$", Path(f"/proc/{pid}/io").read_text(), re.M).group(1))
+        except OSError:  # it has exited already
+            return 0
+
+    def kill_a_renderer() -> None:  # kills the first renderer seen writing frames, so it has surely started
+        while not stop.is_set():
+            for child in multiprocessing.active_children():
+                if written(child.pid) > 64 * 1024:
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child)
+                    return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=kill_a_renderer, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(RenderersDiedError) as e:
+            make_synthetic("mars", tmp_path / "data", num_ids=40, img_size=(64, 32), lengths=(120,), workers=2)
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed and killed[0].exitcode == -signal.SIGKILL
+    assert str(e.value).startswith("a process rendering the synthetic dataset died while drawing frames "
+                                   "(workers=2, killed by signal 9): it was killed (out of memory?). Try again "
+                                   "with fewer workers, or workers=0.")
+    assert multiprocessing.active_children() == []  # the other renderer was stopped and reaped
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []
 
 
 def test_mars_scale_identity_count(tmp_path: Path) -> None:
