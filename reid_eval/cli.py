@@ -23,6 +23,7 @@ from .engine import (
     ExtractPlan,
     FramePreprocess,
     FrameReadError,
+    WorkersDiedError,
     add_extraction_arguments,
     cache_folder,
     extract_features,
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     from .datasets import DatasetLayoutError
     try:
         summary = run(args)
-    except (EvalError, DatasetLayoutError, FrameReadError, ValueError) as e:
+    except (EvalError, DatasetLayoutError, FrameReadError, WorkersDiedError, ValueError) as e:
         print(f'error: {frame_error_message(e) if isinstance(e, FrameReadError) else e}', file=sys.stderr)
         return 2
     if not summary:

@@ -9,11 +9,13 @@ With ``torchrun`` the shards are divided between ranks; rank 0 gathers them from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,36 @@ Tracklet = tuple[Sequence[str], int, int]  # (frame paths, pid, camid), as torch
 
 class FrameReadError(OSError):
     """A frame image could not be read or decoded."""
+
+
+class WorkersDiedError(RuntimeError):
+    """A DataLoader worker died: killed (typically for lack of memory) or crashed in native code. ``report`` is
+    torch's line about it; the message adds what to do."""
+
+    def __init__(self, report: str, advice: str) -> None:
+        super().__init__(f'a DataLoader worker died ({report}); {advice}')
+        self.report = report
+
+
+_WORKER_DEATH = re.compile(r'DataLoader worker \(pid[^\n]*')  # torch's report, whichever of its forms
+
+
+@contextlib.contextmanager
+def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
+    """Turn torch's report of a dead DataLoader worker into a :class:`WorkersDiedError` carrying ``advice``
+    (a callable is asked when it happens). torch raises it from a SIGCHLD handler, i.e. wherever the main
+    process happens to be (often deep inside the model's forward), so everything that runs while the loader's
+    workers live goes under this. Nested, the outermost advice wins: it knows what a rerun can resume."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, WorkersDiedError):
+            report = e.report
+        elif m := _WORKER_DEATH.search(str(e)):
+            report = m.group().strip()
+        else:
+            raise
+        raise WorkersDiedError(report, advice() if callable(advice) else advice) from None
 
 
 def output_taken(path: Path | None, overwrite: bool) -> str | None:
@@ -288,7 +320,12 @@ def extract_features(
     loader = DataLoader(ClipDataset(plan.clips, frame_transform), batch_sampler=[b for _, b in batches],
                         num_workers=workers, pin_memory=use_cuda) if batches else []
     embs, events = [], []
-    with torch.inference_mode():
+    advice = (f'it was most likely killed for lack of memory: use fewer workers (--workers, now {workers}) or '
+              f'fewer clips per batch (--batch-clips, now {batch_clips}). '
+              + (f'Finished feature shards are kept in {cache_dir}: a rerun resumes from them.'
+                 if cache_dir is not None else 'Nothing was cached, so a rerun starts again.'))
+    # (the bar is closed whatever happens: tqdm would otherwise print it again below the error)
+    with bar if bar is not None else contextlib.nullcontext(), reporting_worker_death(advice), torch.inference_mode():
         for k, (x, idx) in enumerate(loader):
             x = x.to(device, non_blocking=True)
             if pre is not None:
@@ -321,8 +358,6 @@ def extract_features(
             results[s] = out
             stats.computed_shards += 1
     stats.seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
     if world > 1:
         dist.barrier()
         if rank != 0:

@@ -41,6 +41,7 @@ from .engine import (
     ExtractPlan,
     FramePreprocess,
     FrameReadError,
+    WorkersDiedError,
     add_extraction_arguments,
     extract_features,
     extraction_arguments_error,
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     except FrameReadError as e:
         print(f'error: {_frame_error_message(e)}', file=sys.stderr)
         return 2
-    except (TrackletInputError, EvalError, FileExistsError) as e:
+    except (TrackletInputError, EvalError, FileExistsError, WorkersDiedError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'wrote {feats.shape[0]} x {feats.shape[1]} embeddings to {args.output}')

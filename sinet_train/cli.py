@@ -154,13 +154,13 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     from reid_eval.datasets import DatasetLayoutError
-    from reid_eval.engine import frame_error_message
+    from reid_eval.engine import WorkersDiedError, frame_error_message
 
     from .data import FrameReadError, TrainDataError
     try:
         cfg = parse_config(argv)
         train(cfg)
-    except (TrainError, TrainDataError, DatasetLayoutError, FrameReadError) as e:
+    except (TrainError, TrainDataError, DatasetLayoutError, FrameReadError, WorkersDiedError) as e:
         print(f'error: {frame_error_message(e) if isinstance(e, FrameReadError) else e}', file=sys.stderr)
         return 2
     return 0

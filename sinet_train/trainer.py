@@ -44,6 +44,8 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
+from reid_eval.engine import reporting_worker_death
+
 from .data import (
     RELEASED_TRAIN_CHUNK,
     ClipTrainTransform,
@@ -620,6 +622,13 @@ def _fmt_metrics(m: dict[str, Any]) -> str:
             f"R20 {m['rank20']:.1f}")
 
 
+def _after_worker_death(cfg: TrainConfig) -> str:
+    ckpt = latest_checkpoint(Path(cfg.output))
+    return (f'it was most likely killed for lack of memory: use fewer workers (--workers, now {cfg.workers}). '
+            + (f'{ckpt} is kept: rerun with --resume (and --workers) to go on from it.' if ckpt is not None else
+               'No epoch had finished, so there is nothing to resume: start again with --overwrite.'))
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) a run; returns the summary written to ``final_eval.json`` (empty on ranks > 0)."""
     cfg.validate()
@@ -629,7 +638,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
-        return _train(cfg, env, log)
+        # a worker may die at any point while the (persistent) workers live, in training or evaluation
+        with reporting_worker_death(lambda: _after_worker_death(cfg)):
+            return _train(cfg, env, log)
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +32,32 @@ def child_env(**extra: str) -> dict[str, str]:
     """The environment for a child Python: this checkout first on PYTHONPATH, the caller's entries kept."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH', '')) if p)
     return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+@contextlib.contextmanager
+def killing_a_child(ready: Callable[[multiprocessing.Process], bool] = lambda child: True
+                    ) -> Iterator[list[multiprocessing.Process]]:
+    """While the block runs, a thread SIGKILLs (what the kernel's OOM killer sends) the first child process that
+    started during the block and for which ``ready`` holds; the list it yields then holds that child."""
+    before = {child.pid for child in multiprocessing.active_children()}
+    stop, killed = threading.Event(), []
+
+    def watch() -> None:
+        while not stop.is_set():
+            for child in multiprocessing.active_children():
+                if child.pid not in before and ready(child):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child)
+                    return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def layout_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], revision: str | None = None) -> Path:

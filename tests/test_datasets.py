@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import child_env
+from conftest import child_env, killing_a_child
 from PIL import Image
 from scipy.io import loadmat
 from scipy.io.matlab import matfile_version
@@ -370,31 +367,16 @@ def test_renderer_killed_mid_run_is_a_clear_error(tmp_path: Path) -> None:
     """A rendering process killed while it writes frames (SIGKILL, what the kernel's OOM killer sends) gives a
     RenderersDiedError that blames the kill, not the calling script, the other renderers are stopped, and no
     dataset or temporary folder is left. (Python 3.10's ProcessPoolExecutor hung here.)"""
-    stop, killed = threading.Event(), []
-
-    def written(pid: int) -> int:  # bytes the process has written (frames; the parent already cached the .pyc)
+    # kill a renderer seen writing (frames: the parent already wrote the .pyc files), so it has surely started
+    def writing_frames(child: multiprocessing.Process) -> bool:
         try:
-            return int(re.search(r"^wchar: (\d+)$", Path(f"/proc/{pid}/io").read_text(), re.M).group(1))
+            io = Path(f"/proc/{child.pid}/io").read_text()
         except OSError:  # it has exited already
-            return 0
+            return False
+        return int(re.search(r"^wchar: (\d+)$", io, re.M).group(1)) > 64 * 1024
 
-    def kill_a_renderer() -> None:  # kills the first renderer seen writing frames, so it has surely started
-        while not stop.is_set():
-            for child in multiprocessing.active_children():
-                if written(child.pid) > 64 * 1024:
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child)
-                    return
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=kill_a_renderer, daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(RenderersDiedError) as e:
-            make_synthetic("mars", tmp_path / "data", num_ids=40, img_size=(64, 32), lengths=(120,), workers=2)
-    finally:
-        stop.set()
-        watcher.join()
+    with killing_a_child(writing_frames) as killed, pytest.raises(RenderersDiedError) as e:
+        make_synthetic("mars", tmp_path / "data", num_ids=40, img_size=(64, 32), lengths=(120,), workers=2)
     assert killed and killed[0].exitcode == -signal.SIGKILL
     assert str(e.value).startswith("a process rendering the synthetic dataset died while drawing frames "
                                    "(workers=2, killed by signal 9): it was killed (out of memory?). Try again "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import killing_a_child
 
 from reid_eval.cli import main
 from reid_eval.protocol import dense_clips, loop_pad, sampled_clip
@@ -280,6 +282,25 @@ def test_interrupted_extraction_resumes(data_root, tmp_path, capsys):
     assert res['per_split'][0]['cache']['reused_shards'] == len(cache_dirs)
     code, clean = _eval(tmp_path, *args, '--no-cache', out='clean.json')
     assert code == 0 and clean['metrics'] == res['metrics']
+
+
+def test_killed_decoding_worker_is_a_clear_error(data_root, tmp_path, capsys):
+    """A DataLoader worker killed mid-run (SIGKILL, as the OOM killer does). torch reports it from a SIGCHLD
+    handler wherever the main process is (often deep in the model's forward); the user gets one line saying what
+    happened and what to do, and a rerun as advised works."""
+    args = ['--no-progress', '--cache-dir', str(tmp_path / 'cache'), '--output', str(tmp_path / 'r.json'),
+            '--model', 'vreid_r50', '--no-pretrained', '--dataset', 'mars', '--root', str(data_root / 'mars'),
+            '--mode', 'sampled', '--batch-clips', '8']
+    with killing_a_child() as killed:
+        code = main([*args, '--workers', '2'])
+    err = capsys.readouterr().err
+    assert code == 2 and killed, err
+    # torch's two reports: '(pid N) is killed by signal: Killed.' (SIGCHLD) or '(pid(s) N) exited unexpectedly'
+    assert re.match(rf'error: a DataLoader worker died \(DataLoader worker \(pid(\(s\))? {killed[0].pid}\) ', err), err
+    assert ('it was most likely killed for lack of memory: use fewer workers (--workers, now 2) or fewer clips '
+            f'per batch (--batch-clips, now 8). Finished feature shards are kept in {tmp_path / "cache"}') in err
+    assert 'Traceback' not in err and not (tmp_path / 'r.json').exists()
+    assert main([*args, '--workers', '0']) == 0
 
 
 def test_cli_lsvid_and_prid_all_splits(data_root, tmp_path, capsys):

@@ -9,6 +9,7 @@ import collections
 import json
 import math
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import child_env
+from conftest import child_env, killing_a_child
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -414,6 +415,25 @@ def test_killed_run_resumed_equals_an_uninterrupted_run(small_mars, tmp_path):
                for i in sa['optimizer']['state'])
     # a resume that would change the recipe is refused
     assert main(['--output', str(killed), '--resume', '--lr', '0.1', '--no-progress']) == 2
+
+
+def test_killed_loader_worker_is_a_clear_error_and_the_run_resumes(small_mars, tmp_path, capsys):
+    """A DataLoader worker killed (SIGKILL, as the OOM killer does) after epoch 1 was checkpointed: one line says
+    what happened and that --resume goes on from the checkpoint it names; doing so finishes the run."""
+    run = tmp_path / 'run'
+    args = _args(small_mars, run, '--epochs', '3', '--eval-every', '0', '--no-final-eval')
+    args[args.index('--workers') + 1] = '1'
+    with killing_a_child(lambda child: (run / 'checkpoints' / 'epoch_0001').is_dir()) as killed:
+        code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and killed, err
+    message = re.search(r'^error: a DataLoader worker died \(DataLoader worker \(pid.*$', err, re.M)
+    assert message, err
+    assert str(killed[0].pid) in message.group() and 'use fewer workers (--workers, now 1)' in message.group()
+    kept = re.search(r'(\S+) is kept: rerun with --resume \(and --workers\) to go on from it\.$', message.group())
+    assert kept and Path(kept.group(1)).parent == run / 'checkpoints', message.group()
+    assert main(['--output', str(run), '--resume', '--workers', '0', '--no-progress']) == 0
+    assert [r['epoch'] for r in _metrics(run)][-1] == 3
 
 
 def test_output_folder_of_a_run_is_protected(small_mars, tmp_path, capsys):
