@@ -63,6 +63,15 @@ def _stage_hw(img_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _min_frame_side(stage: str, side: int) -> int:
+    """The smallest frame side that gives feature maps at least ``side`` wide at ``stage`` (and a stem max-pool
+    with something to pool: 3x3 without padding needs 3 pixels)."""
+    n = 1
+    while _stage_hw((n, n))['layer1'][0] < 1 or _stage_hw((n, n))[stage][0] < side:
+        n += 1
+    return n
+
+
 def _conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
     """Backbone conv with a (zero-initialised) bias, like the released inflated convs."""
     conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding)
@@ -402,6 +411,10 @@ class SINet(nn.Module):
         self.clip_len = clip_len
         self.has_idm = len(idm_after) > 0
         self.has_sbm = len(sbm_after) > 0
+        # SBM's CAL compares the inner (H-2)x(W-2) positions of its layer3 maps with all of them: >= 3x3 needed
+        self.min_frame_side = _min_frame_side('layer3', 3 if self.has_sbm else 1)
+        if min(self.img_size) < self.min_frame_side:
+            raise ValueError(f'img_size={self.img_size} is too small: {self._min_side_reason()}')
         self.use_frame_projection = frame_projection
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
@@ -478,6 +491,12 @@ class SINet(nn.Module):
         else:
             self.projection = None
 
+    def _min_side_reason(self) -> str:
+        n = self.min_frame_side
+        if self.has_sbm:
+            return f'SBM needs layer3 feature maps of at least 3x3, i.e. frames of at least {n}x{n}'
+        return f"the stem's max-pool needs frames of at least {n}x{n}"
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the model cannot handle (shape, frame count, frame size)."""
         if x.dim() != 5:
@@ -488,11 +507,18 @@ class SINet(nn.Module):
             raise ValueError(
                 f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape {list(x.shape)}; '
                 f'(B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if x.shape[1] % self.clip_len != 0:
+        if not x.is_floating_point():
+            raise TypeError(
+                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
+                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
+        if x.shape[1] == 0 or x.shape[1] % self.clip_len != 0:
             raise ValueError(
-                f'the number of frames T={x.shape[1]} must be a multiple of {self.clip_len}: SBM/IDM work on '
+                f'the number of frames T={x.shape[1]} must be a positive multiple of {self.clip_len}: SBM/IDM work on '
                 f'{self.clip_len}-frame clips. Pad the tracklet (e.g. repeat its last frames) or sample '
                 f'{self.clip_len} frames.')
+        if x.shape[-2] < self.min_frame_side or x.shape[-1] < self.min_frame_side:
+            raise ValueError(f'{x.shape[-2]}x{x.shape[-1]} frames are too small: {self._min_side_reason()}. Resize '
+                             f'frames to {self.img_size} (timm.data.resolve_data_config gives the preprocessing).')
         if self.has_idm and (x.shape[-2], x.shape[-1]) != self.img_size:
             raise ValueError(
                 f'this model has IDM modules sized for {self.img_size[0]}x{self.img_size[1]} frames, got '

@@ -172,8 +172,22 @@ def test_torch_compile_fullgraph(eval_model, clip):
 
 def test_clear_input_errors(clip):
     m = timm.create_model('sinet_r50').eval()
-    with pytest.raises(ValueError, match=r'T=3 must be a multiple of 4'):
+    with pytest.raises(ValueError, match=r'T=3 must be a positive multiple of 4'):
         m(clip[:, :3])
+    with pytest.raises(ValueError, match=r'T=0 must be a positive multiple of 4'):  # was a (B, 2048) of zeros
+        m(clip[:, :0])
+    with pytest.raises(TypeError, match=r'expected float frames .* got torch.uint8\. Convert uint8 frames'):
+        m(clip.to(torch.uint8))
+    # SBM compares the inner (H-2)x(W-2) positions of its layer3 maps with all of them: 64x32 frames give 4x2
+    # maps (released: 0/0, every CAL weight 0); tiny frames used to fail deep in torch
+    with pytest.raises(ValueError, match=r'64x32 frames are too small: SBM needs layer3 feature maps of at least '
+                                         r'3x3, i\.e\. frames of at least 37x37\. Resize frames to \(256, 128\)'):
+        timm.create_model('sbnet_r50').eval()(torch.randn(1, 4, 3, 64, 32))
+    with pytest.raises(ValueError, match=r"8x4 frames are too small: the stem's max-pool needs frames of at least "
+                                         r'5x5'):
+        timm.create_model('vreid_r50').eval()(torch.randn(1, 4, 3, 8, 4))
+    with pytest.raises(ValueError, match=r'img_size=\(64, 32\) is too small: SBM needs'):
+        timm.create_model('sinet_r50', img_size=(64, 32))
     with pytest.raises(ValueError, match=r'IDM modules sized for 256x128.*got 128x64'):
         m(torch.randn(1, 4, 3, 128, 64))
     with pytest.raises(ValueError, match=r'\(B, T, 3, H, W\).*4-D'):
@@ -183,6 +197,8 @@ def test_clear_input_errors(clip):
     # models without IDM accept other frame sizes; IDM models can be built for them
     with torch.no_grad():
         assert timm.create_model('sbnet_r50').eval()(torch.randn(1, 4, 3, 128, 64)).shape == (1, 2048)
+        assert timm.create_model('sbnet_r50').eval()(torch.randn(1, 4, 3, 37, 37)).shape == (1, 2048)
+        assert timm.create_model('vreid_r50').eval()(torch.randn(1, 4, 3, 5, 5)).shape == (1, 2048)
         assert timm.create_model('sinet_r50', img_size=(128, 64)).eval()(torch.randn(1, 4, 3, 128, 64)).shape == (
             1, 2048)
     with pytest.raises(NotImplementedError, match='forward_features'):
