@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--erase-same-box', action='store_true',
                    help='erase the same box in every frame of a clip (released: same decision and position,\n'
                         'box size drawn per frame)')
-    g.add_argument('--workers', type=int, default=_D.workers, help='data loading processes')
+    g.add_argument('--workers', type=int, default=_D.workers,
+                   help='data loading processes (default: 4 as released, or the number of CPUs if fewer)')
     g = p.add_argument_group('optimisation')
     g.add_argument('--epochs', type=int, default=_D.epochs)
     g.add_argument('--lr', type=float, default=_D.lr)

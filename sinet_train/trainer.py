@@ -105,7 +105,7 @@ class TrainConfig:
     clip_grad: float | None = None
     seed: int = 1
     deterministic: bool = False
-    workers: int = 4
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))  # released: 4
     device: str = 'auto'
     eval_every: int = 10
     eval_mode: str = 'sampled'
@@ -433,6 +433,8 @@ def _create_model(cfg: TrainConfig, num_classes: int, pretrained: bool) -> nn.Mo
         model = timm.create_model(cfg.model, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except sinet_timm.WeightsUnavailableError as e:
         raise TrainError(f'{e}\nFor an offline run from random weights pass --no-pretrained.') from e
+    except (ValueError, TypeError) as e:  # e.g. an img_size too small for SBM, an unknown --model-kwargs key
+        raise TrainError(f'cannot create {cfg.model} with {kwargs}: {e}') from None
     if not isinstance(model, SINet):
         raise TrainError(f'{cfg.model} is not a SINet-family model ({", ".join(FAMILY)})')
     return model

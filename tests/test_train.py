@@ -469,6 +469,12 @@ def test_bad_inputs_are_reported(small_mars, tmp_path, capsys):
     assert 'mars' in capsys.readouterr().err
     assert main(_args(small_mars, tmp_path / 'd', '--model', 'resnet50')) == 2
     assert 'not a SINet-family model' in capsys.readouterr().err
+    # _args trains at 64x32: too small for SBM's 3x3 layer3 maps; a misspelt model argument
+    assert main(_args(small_mars, tmp_path / 'f', '--model', 'sbnet_r50')) == 2
+    assert capsys.readouterr().err.startswith("error: cannot create sbnet_r50 with {'layers': (1, 1, 1, 1), "
+                                              "'img_size': (64, 32)}: img_size=(64, 32) is too small: SBM needs")
+    assert main(_args(small_mars, tmp_path / 'g', '--model-kwargs', 'layer=(1,1,1,1)')) == 2
+    assert "unexpected keyword argument 'layer'" in capsys.readouterr().err
     assert not (tmp_path / 'a').exists()  # nothing is written before the settings and the data are checked
     # an unreadable training frame, decoded in a loader worker, is named
     broken = make_synthetic('mars', tmp_path / 'broken', num_ids=12, img_size=(64, 32))
