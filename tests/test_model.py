@@ -174,7 +174,7 @@ def test_clear_input_errors(clip):
     m = timm.create_model('sinet_r50').eval()
     with pytest.raises(ValueError, match=r'T=3 must be a positive multiple of 4'):
         m(clip[:, :3])
-    with pytest.raises(ValueError, match=r'T=0 must be a positive multiple of 4'):  # was a (B, 2048) of zeros
+    with pytest.raises(ValueError, match=r'T=0 must be a positive multiple of 4'):  # was a (B, 2048) of NaN
         m(clip[:, :0])
     with pytest.raises(TypeError, match=r'expected float frames .* got torch.uint8\. Convert uint8 frames'):
         m(clip.to(torch.uint8))
