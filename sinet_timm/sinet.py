@@ -659,11 +659,33 @@ def _create_sinet(variant: str, pretrained: bool = False, **kwargs) -> SINet:
     try:
         return build_model_with_cfg(SINet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
     except Exception as e:
+        file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
+        if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)
+            _check_checkpoint_file(file, variant, kwargs)
         if not pretrained or not _is_fetch_error(e):
             raise
         if os.environ.get('SINET_TIMM_DRIVE_FALLBACK') == '1':  # opt-in: the authors' Drive file, converted
             return _drive_fallback(variant, kwargs, e)
         raise WeightsUnavailableError(_weights_help(variant, kwargs.get('pretrained_cfg'), e)) from e
+
+
+def _check_checkpoint_file(file: str, variant: str, kwargs: dict[str, Any]) -> None:
+    """After loading ``file`` failed: raise a CheckpointError if it is missing, unreadable or made for another
+    architecture (with the differing keys); return if none of these explains the failure."""
+    from .convert import CheckpointError, describe_mismatch, infer_arch, load_checkpoint_file
+
+    what = f'pretrained_cfg_overlay=dict(file={file!r})'
+    try:
+        state_dict = load_checkpoint_file(file)
+    except CheckpointError as e:
+        raise CheckpointError(f'{what}: {e}') from None
+    model = build_model_with_cfg(SINet, variant, False, **{k: v for k, v in kwargs.items()
+                                                            if k != 'pretrained_cfg_overlay'})
+    problems = describe_mismatch(checkpoint_filter_fn(state_dict, model), model)
+    if problems:
+        guess = infer_arch(state_dict) if 'conv1.weight' in state_dict else None
+        hint = f' It looks like {guess}.' if guess and guess != variant else ''
+        raise CheckpointError(f'{what} does not fit {variant}.{hint}\n{problems}') from None
 
 
 def _drive_fallback(variant: str, kwargs: dict[str, Any], err: BaseException) -> SINet:
@@ -704,8 +726,9 @@ def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException) -> str:
     except Exception:  # an overlay or unknown tag: no repo to name
         repo = None
     where = f' from the Hugging Face Hub repo {repo}' if repo else ''
+    first_line = str(err).splitlines()[0] if str(err) else '(no message)'
     return (
-        f'could not get the pretrained weights of {name}{where}: {type(err).__name__}: {str(err).splitlines()[0]}\n'
+        f'could not get the pretrained weights of {name}{where}: {type(err).__name__}: {first_line}\n'
         'If you are offline, download them once with network access (they are then cached), or point '
         'HF_HUB_CACHE at a cache that has them. Without the Hub, convert the authors\' released file: '
         '`python -m sinet_timm.convert CHECKPOINT.pth.tar OUT_DIR` and load it with '

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
+import pytest
 import timm
 import torch
 import torchvision
 from conftest import folder_bytes, layout_hub_cache, run_offline
 from safetensors.torch import save
 from timm.models import save_for_hf
+
+from sinet_timm.convert import CheckpointError
 
 
 def _imagenet_resnet50_bytes() -> tuple[bytes, dict[str, torch.Tensor]]:
@@ -93,6 +97,28 @@ def test_local_dir_and_file_overlay(tmp_path):
         torch.testing.assert_close(f(clip), ref)
     cfg = json.loads((tmp_path / 'm' / 'config.json').read_text())
     assert cfg['architecture'] == 'sbnet_r50'
+
+
+def test_overlay_file_errors_name_the_file(tmp_path):
+    """pretrained_cfg_overlay=dict(file=...): a missing, unreadable or other-architecture file is named with what
+    is wrong (timm alone gave an IndexError from our Hub help, torch's weights_only text, or 400 missing keys)."""
+    def load(file: Path, arch: str = 'sinet_r50'):
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+
+    with pytest.raises(CheckpointError, match=r"^pretrained_cfg_overlay=dict\(file='.*nowhere\.pth\.tar'\): "
+                                              r"checkpoint not found"):
+        load(tmp_path / 'nowhere.pth.tar')
+    (tmp_path / 'junk.pth.tar').write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match=r'junk\.pth\.tar is not a PyTorch checkpoint that can be loaded'):
+        load(tmp_path / 'junk.pth.tar')
+    (tmp_path / 'junk.safetensors').write_bytes(b'\xff' * 16)
+    with pytest.raises(CheckpointError, match=r'junk\.safetensors is not a readable safetensors file'):
+        load(tmp_path / 'junk.safetensors')
+    torch.save(timm.create_model('sbnet_r50').state_dict(), tmp_path / 'sbnet.pth')
+    with pytest.raises(CheckpointError, match=r"\.pth'\) does not fit sinet_r50\. It looks like sbnet_r50\.\n"
+                                              r'  missing from the checkpoint \(57\): layer2\.2\.reduce\.weight'):
+        load(tmp_path / 'sbnet.pth')
+    assert load(tmp_path / 'sbnet.pth', 'sbnet_r50').num_classes == 0  # the right file still loads
 
 
 def test_offline_without_cache_fails(tmp_path):
