@@ -375,13 +375,14 @@ def test_renderer_killed_mid_run_is_a_clear_error(tmp_path: Path) -> None:
             return False
         return int(re.search(r"^wchar: (\d+)$", io, re.M).group(1)) > 64 * 1024
 
+    others = set(multiprocessing.active_children())  # e.g. torch.compile's worker pool from earlier tests
     with killing_a_child(writing_frames) as killed, pytest.raises(RenderersDiedError) as e:
         make_synthetic("mars", tmp_path / "data", num_ids=40, img_size=(64, 32), lengths=(120,), workers=2)
     assert killed and killed[0].exitcode == -signal.SIGKILL
     assert str(e.value).startswith("a process rendering the synthetic dataset died while drawing frames "
                                    "(workers=2, killed by signal 9): it was killed (out of memory?). Try again "
                                    "with fewer workers, or workers=0.")
-    assert multiprocessing.active_children() == []  # the other renderer was stopped and reaped
+    assert set(multiprocessing.active_children()) <= others  # the other renderer was stopped and reaped
     assert [p.name for p in (tmp_path / "data").iterdir()] == []
 
 
