@@ -67,7 +67,7 @@ def _min_frame_side(stage: str, side: int) -> int:
     """The smallest frame side that gives feature maps at least ``side`` wide at ``stage`` (and a stem max-pool
     with something to pool: 3x3 without padding needs 3 pixels)."""
     n = 1
-    while _stage_hw((n, n))['layer1'][0] < 1 or _stage_hw((n, n))[stage][0] < side:
+    while (hw := _stage_hw((n, n)))['layer1'][0] < 1 or hw[stage][0] < side:
         n += 1
     return n
 
