@@ -35,16 +35,17 @@ from torch.utils.data import DataLoader
 
 import sinet_timm  # noqa: F401
 from reid_eval.datasets import load_dataset
-from reid_eval.engine import (
+from reid_eval.extraction import (
     AMP_CHOICES,
     ClipDataset,
     ExtractPlan,
     FramePreprocess,
+    collate_clips,
     default_batch_clips,
     extract_features,
-    for_inference,
     resolve_amp,
 )
+from reid_eval.models import for_inference
 from reid_eval.ranking import rank_metrics
 from reid_eval.synthetic import make_synthetic
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # decode only
     loader = DataLoader(ClipDataset(plan.clips, pre.to_uint8), batch_size=args.batch_clips, num_workers=args.workers,
-                        pin_memory=cuda)
+                        pin_memory=cuda, collate_fn=collate_clips)
     t = time.perf_counter()
     n = 0
     for x, _ in loader:

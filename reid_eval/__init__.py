@@ -1,4 +1,24 @@
-"""reid_eval: evaluation of video person re-ID models on the video re-ID benchmarks.
+"""reid_eval: evaluation of video person re-ID models on the video re-ID benchmarks, as a library.
 
-Supported: MARS, LS-VID, iLIDS-VID, PRID-2011 and DukeMTMC-VideoReID.
+    import reid_eval
+    res = reid_eval.evaluate("sinet_r50.mars", dataset="mars", root="/data")   # zoo, timm, hf-hub:, local-dir:
+    res = reid_eval.evaluate(my_model, dataset="lsvid", root="/data")          # any clips -> embeddings module
+    res.metrics                # {'mAP': .., 'rank1': .., 'rank5': .., 'rank10': .., 'rank20': ..}, percent
+    res.query, res.gallery     # Embeddings: features, pids, camids, tracklet names
+    feats = reid_eval.extract(model, tracklets)                                 # your own tracklets
+
+Supported benchmarks: MARS, LS-VID, iLIDS-VID, PRID-2011 and DukeMTMC-VideoReID (:mod:`reid_eval.datasets`), under
+the released SINet protocol. The commands (``sinet-eval``, ``sinet-extract``, ...) are thin layers over this API.
 """
+from .datasets import SPECS, DatasetSpec, get_spec, load_dataset
+from .errors import EvalError, SinetTimmError
+from .evaluator import EvalOptions, ReIDEvaluator, evaluate, evaluate_split, extract, rank, resolve_device
+from .models import FrameAverage, LoadedModel, load_model
+from .results import Embeddings, EvalResult, SplitResult
+from .tracklets import InputTracklet, find_tracklets
+
+__all__ = [
+    'SPECS', 'DatasetSpec', 'Embeddings', 'EvalError', 'EvalOptions', 'EvalResult', 'FrameAverage', 'InputTracklet',
+    'LoadedModel', 'ReIDEvaluator', 'SinetTimmError', 'SplitResult', 'evaluate', 'evaluate_split', 'extract',
+    'find_tracklets', 'get_spec', 'load_dataset', 'load_model', 'rank', 'resolve_device',
+]

@@ -1,5 +1,6 @@
+"""``python -m reid_eval`` (also ``torchrun -m reid_eval``): the ``sinet-eval`` command."""
 import sys
 
-from .cli import main
+from sinet_cli.eval import main
 
 sys.exit(main())

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from .errors import EvalError
+
 MODES = ('dense', 'sampled')
 
 
@@ -19,7 +21,7 @@ def loop_pad(paths: Sequence[str], size: int = 4) -> list[str]:
     """Pad ``paths`` to a multiple of ``size`` with its own last frames, then sort (released dense protocol)."""
     out = list(paths)
     if not out:
-        raise ValueError('cannot pad an empty tracklet')
+        raise EvalError('cannot pad an empty tracklet')
     target = math.ceil(len(out) / size) * size
     while len(out) != target:
         lack = target - len(out)
@@ -39,7 +41,7 @@ def sampled_clip(paths: Sequence[str], clip_len: int = 4) -> list[tuple[str, ...
     """The single evenly spaced clip of the sampled protocol (as a one-element list)."""
     frames = list(paths)
     if not frames:
-        raise ValueError('cannot sample from an empty tracklet')
+        raise EvalError('cannot sample from an empty tracklet')
     while len(frames) < clip_len:
         frames.append(frames[-1])
     block = len(frames) // clip_len
@@ -51,4 +53,4 @@ def make_clips(paths: Sequence[str], mode: str, clip_len: int = 4) -> list[tuple
         return dense_clips(paths, clip_len)
     if mode == 'sampled':
         return sampled_clip(paths, clip_len)
-    raise ValueError(f'unknown test mode {mode!r}; expected one of {", ".join(MODES)}')
+    raise EvalError(f'unknown test mode {mode!r}; expected one of {", ".join(MODES)}')

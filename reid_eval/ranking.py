@@ -19,11 +19,12 @@ Two rankers give the same numbers (tested against each other):
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .datasets.spec import torchreid_module
+from .errors import EvalError
 
 RANKS = (1, 5, 10, 20)
 RANKERS = ('numpy', 'torchreid')
@@ -31,11 +32,7 @@ RANKERS = ('numpy', 'torchreid')
 
 def _torchreid_rank_module():
     """torchreid's ``metrics.rank`` module, from whichever torchreid is installed (PyPI or upstream layout)."""
-    from .datasets import _quiet_import, torchreid_flavor
-
-    with _quiet_import():
-        module = 'torchreid.reid.metrics.rank' if torchreid_flavor() == 'pypi' else 'torchreid.metrics.rank'
-        return importlib.import_module(module)
+    return torchreid_module('torchreid.reid.metrics.rank', 'torchreid.metrics.rank')
 
 
 def _evaluate_rank():
@@ -50,7 +47,7 @@ def torchreid_ranker_compiled() -> bool:
 
 def _check_ranker(ranker: str) -> None:
     if ranker not in RANKERS:
-        raise ValueError(f'ranker must be one of {", ".join(RANKERS)}; got {ranker!r}')
+        raise EvalError(f'ranker must be one of {", ".join(RANKERS)}; got {ranker!r}')
 
 
 def ranker_description(ranker: str) -> str:
@@ -158,7 +155,7 @@ def rank_metrics(
     g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
     valid = valid_queries(q_pids, q_camids, g_pids, g_camids)
     if not valid.any():
-        raise ValueError('no query identity appears in the gallery under another camera: nothing to evaluate')
+        raise EvalError('no query identity appears in the gallery under another camera: nothing to evaluate')
     gf_dev = gf.to(device)
     max_rank = min(max_rank, len(g_pids))
     cmc_sum = np.zeros(max_rank)

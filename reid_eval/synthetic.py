@@ -14,7 +14,6 @@ Command line: ``python -m reid_eval.synthetic KIND ROOT [--num-ids N] [--seed S]
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -30,10 +29,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .datasets import DATASET_DIRS, VALID_DATASETS, canonical_name
+from sinet_timm.paths import cache_root
+
+from .datasets import get_spec
+from .errors import EvalError, OutputExistsError, RenderersDiedError
 
 __all__ = ["MANIFEST_NAME", "DEFAULT_LENGTHS", "DEFAULT_NUM_IDS", "make_synthetic", "load_manifest",
-           "demo_dataset_root", "main"]
+           "demo_dataset_root"]
 
 MANIFEST_NAME = "synthetic_manifest.json"
 FORMAT_VERSION = 2  # 2: every frame drawn from its own seeded generator (parallel rendering)
@@ -135,7 +137,7 @@ class _Painter:
     def __init__(self, seed: int, img_size: tuple[int, int], num_cams: int, ext: str) -> None:
         h, w = int(img_size[0]), int(img_size[1])
         if h < 8 or w < 4:
-            raise ValueError(f"img_size {img_size} is too small (min 8x4)")
+            raise EvalError(f"img_size {img_size} is too small (min 8x4)")
         self.rng = np.random.default_rng(seed)
         # identity looks: the first 132 identities get distinct (upper, lower) colour pairs, each with one
         # of the 4 (stripes, bag) variants; the next rounds reuse the pairs with the other variants
@@ -242,16 +244,11 @@ def _death_message(exitcode: int, started: bool, workers: int) -> str:
 _RENDER_CHUNK = 512  # frames in a row given to one rendering process
 
 
-class RenderersDiedError(RuntimeError):
-    """A process drawing frames for :func:`make_synthetic` died: it could not start (an unguarded calling
-    script), or it was killed (out of memory) or crashed while drawing. The message says which."""
-
-
 class _Lengths:
     def __init__(self, lengths: Sequence[int]) -> None:
         self.lengths = [int(n) for n in lengths]
         if not self.lengths or min(self.lengths) < 1:
-            raise ValueError(f"tracklet lengths must be >= 1, got {lengths}")
+            raise EvalError(f"tracklet lengths must be >= 1, got {lengths}")
         self.i = 0
 
     def next(self) -> int:
@@ -366,7 +363,7 @@ def _make_two_camera(root: Path, ds: Path, p: _Painter, num_ids: int, lengths: _
     """iLIDS-VID and PRID-2011: one sequence per person and camera, 10 random half/half splits."""
     rng = p.rng
     if num_ids < 4 or num_ids % 2:
-        raise ValueError(f"{kind} needs an even number of identities >= 4, got {num_ids}")
+        raise EvalError(f"{kind} needs an even number of identities >= 4, got {num_ids}")
     if kind == "ilidsvid":
         numbers = _pick_pids(rng, num_ids, max(319, num_ids))  # real person numbers 1..319 have gaps
         persons = [f"person{n:03d}" for n in numbers]
@@ -588,21 +585,21 @@ def make_synthetic(
     An existing dataset folder is replaced only if it is a synthetic one (it has a manifest); a real
     dataset is never touched (FileExistsError).
     """
-    kind = canonical_name(kind)
+    kind = get_spec(kind).name
     num_ids = DEFAULT_NUM_IDS[kind] if num_ids is None else int(num_ids)
     if not 4 <= num_ids <= _MAX_IDS[kind]:
-        raise ValueError(f"num_ids must be in [4, {_MAX_IDS[kind]}] for {kind} (identity numbers are written "
+        raise EvalError(f"num_ids must be in [4, {_MAX_IDS[kind]}] for {kind} (identity numbers are written "
                          f"with {len(str(_MAX_IDS[kind]))} digits in its file names), got {num_ids}")
     if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0: draw the frames in this process), got {workers}")
+        raise EvalError(f"workers must be >= 0 (0: draw the frames in this process), got {workers}")
     root = Path(root).expanduser().absolute()
-    ds = root / DATASET_DIRS[kind]
+    ds = root / get_spec(kind).folder
     params = {"num_ids": num_ids, "seed": int(seed), "img_size": [int(img_size[0]), int(img_size[1])],
               "lengths": [int(n) for n in lengths]}
     if ds.exists():
         manifest_path = ds / MANIFEST_NAME
         if not manifest_path.exists():
-            raise FileExistsError(f"{ds} exists and is not a synthetic dataset (no {MANIFEST_NAME}); "
+            raise OutputExistsError(f"{ds} exists and is not a synthetic dataset (no {MANIFEST_NAME}); "
                                   "refusing to overwrite it")
         try:
             old = json.loads(manifest_path.read_text())
@@ -616,11 +613,11 @@ def make_synthetic(
     seq = _Lengths(lengths)
     root.mkdir(parents=True, exist_ok=True)
     # write into a temporary folder next to the target, then rename: no half-written dataset remains
-    tmp_prefix = f".{DATASET_DIRS[kind]}.tmp"
+    tmp_prefix = f".{get_spec(kind).folder}.tmp"
     earlier_tmp = set(root.glob(tmp_prefix + "*"))
     tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=root))
     try:
-        work = tmp / DATASET_DIRS[kind]
+        work = tmp / get_spec(kind).folder
         work.mkdir()
         if kind == "mars":
             splits, info = _make_mars(tmp, work, painter, num_ids, seq)
@@ -638,7 +635,7 @@ def make_synthetic(
             for leftover in set(root.glob(tmp_prefix + "*")) - earlier_tmp - {tmp}:
                 shutil.rmtree(leftover, ignore_errors=True)
             raise
-        manifest = {"kind": kind, "version": FORMAT_VERSION, "dataset_dir": DATASET_DIRS[kind],
+        manifest = {"kind": kind, "version": FORMAT_VERSION, "dataset_dir": get_spec(kind).folder,
                     "params": params, "num_images": painter.num_images, "splits": splits, "info": info}
         (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
         os.replace(work, ds)
@@ -650,8 +647,8 @@ def make_synthetic(
 def load_manifest(kind: str, root: str | Path) -> dict[str, Any]:
     """The manifest :func:`make_synthetic` wrote: ``splits[i]`` holds the expected ``query`` / ``gallery``
     entries (``frames`` relative to ``root``, ``pid``, ``camid``) and train counts of split ``i``."""
-    kind = canonical_name(kind)
-    return json.loads((Path(root).expanduser() / DATASET_DIRS[kind] / MANIFEST_NAME).read_text())
+    kind = get_spec(kind).name
+    return json.loads((Path(root).expanduser() / get_spec(kind).folder / MANIFEST_NAME).read_text())
 
 
 def demo_dataset_root(cache_dir: str | Path | None = None, *, seed: int = 0) -> Path:
@@ -660,36 +657,8 @@ def demo_dataset_root(cache_dir: str | Path | None = None, *, seed: int = 0) -> 
     Goes to ``cache_dir`` or ``$SINET_TIMM_CACHE`` or ``$XDG_CACHE_HOME/sinet-timm`` (``~/.cache``) under
     ``synthetic-mars/``; load it with ``load_dataset("mars", root)``.
     """
-    if cache_dir is None:
-        base = os.environ.get("SINET_TIMM_CACHE") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sinet-timm")
-        cache_dir = base
-    return make_synthetic("mars", Path(cache_dir) / "synthetic-mars", seed=seed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reid_eval.synthetic KIND ROOT``: write a synthetic dataset and print a summary."""
-    parser = argparse.ArgumentParser(prog="python -m reid_eval.synthetic", description=__doc__.split("\n")[0])
-    parser.add_argument("kind", help=f"dataset format: {', '.join(VALID_DATASETS)}")
-    parser.add_argument("root", help="folder to write the dataset folder into")
-    parser.add_argument("--num-ids", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=0, help="processes drawing the frames (0: this one)")
-    args = parser.parse_args(argv)
-    try:
-        root = make_synthetic(args.kind, args.root, num_ids=args.num_ids, seed=args.seed,
-                              img_size=(args.height, args.width), workers=args.workers)
-    except (ValueError, FileExistsError) as exc:
-        parser.error(str(exc))
-    m = load_manifest(args.kind, root)
-    s = m["splits"][0]
-    print(f"wrote {m['kind']} ({m['num_images']} images) to {root / m['dataset_dir']}: "
-          f"{len(s['query'])} query / {len(s['gallery'])} gallery tracklets, {len(m['splits'])} split(s)")
-    print(f"load it with: reid_eval.datasets.load_dataset({m['kind']!r}, {str(root)!r})")
-    return 0
+    return make_synthetic("mars", Path(cache_dir or cache_root()) / "synthetic-mars", seed=seed)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit("the command line of this module is now `sinet-synthetic KIND ROOT` (same arguments)")

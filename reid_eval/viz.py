@@ -1,8 +1,5 @@
-"""``sinet-viz``: pictures of what a video re-ID model sees and retrieves (PNG, matplotlib's Agg renderer).
-
-    sinet-viz cam TRACKLET_DIR --models idnet_r50.mars sinet_r50.mars      # activation maps, paper Fig. 1/6
-    sinet-viz ranks RUN.json --queries 0 3 --topk 5                        # retrieval results, paper Fig. 7
-    sinet-viz cmc RUN.json                                                 # CMC curve (sinet-eval writes it too)
+"""Pictures of what a video re-ID model sees and retrieves (PNG, matplotlib's Agg renderer); the library behind
+``sinet-viz``.
 
 ``cam``: the tracklet's frames (evenly spaced, ``--frames`` of them, a multiple of 4; repeated when the tracklet
 is shorter) go through each model as consecutive 4-frame clips; the activation of a frame is the channel mean
@@ -22,23 +19,33 @@ tracklet. An existing PNG is replaced.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+import timm.data
 import torch
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+from safetensors.torch import load_file
 
-from .engine import FrameReadError, frame_error_message, output_taken
+from .datasets import load_dataset
+from .errors import TrackletInputError, VizError
+from .extraction import open_frame
+from .models import load_model
+from .search import cosine_distance_matrix
+from .tracklets import list_frames
 
 __all__ = [
-    'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'VizError', 'select_frames', 'activation_maps',
-    'cam_picture_size', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_cmc', 'write_cmc_plot', 'main',
+    'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'select_frames', 'activation_maps',
+    'cam_picture_size', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_cmc', 'write_cmc_plot',
 ]
 
 DPI = 100
@@ -53,26 +60,8 @@ _HIT_COLOR = (0.0, 0.70, 0.0)
 _MISS_COLOR = (0.85, 0.0, 0.0)
 
 
-class VizError(ValueError):
-    """A picture cannot be made from the given input (missing file, run without saved features, ...)."""
-
-
-def _matplotlib():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise VizError('sinet-viz needs matplotlib: pip install matplotlib (or pip install "sinet-timm[viz]")') from e
-    return Figure, FigureCanvasAgg
-
-
 def _load_rgb(path: str, size_hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-    try:
-        with Image.open(path) as img:
-            img = img.convert('RGB').resize((size_hw[1], size_hw[0]), Image.Resampling.BICUBIC)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise FrameReadError(f'cannot read frame {path}: {e}. Replace or delete the file.') from None
+    img = open_frame(path).resize((size_hw[1], size_hw[0]), Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -121,8 +110,7 @@ def ranks_picture_size(num_queries: int, topk: int, frames: int = 4,
             HEADER_H + num_queries * (TITLE_H + fh + 2 * BORDER + PAD) + PAD)
 
 
-def _figure(canvas: np.ndarray):
-    Figure, FigureCanvasAgg = _matplotlib()
+def _figure(canvas: np.ndarray) -> Figure:
     h, w = canvas.shape[:2]
     fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -145,22 +133,15 @@ def _save(fig, output: Path) -> Path:
 
 
 def _load_models(models: Sequence[str], pretrained: bool, seed: int, device: torch.device) -> list[tuple[str, Any]]:
-    from .cli import EvalError, load_model
-
     out = []
     for name in models:
         is_file = Path(name).is_file()
-        args = argparse.Namespace(model=None if is_file else name, checkpoint=name if is_file else None,
-                                  no_pretrained=not pretrained)
         torch.manual_seed(seed)
-        try:
-            model, _, _ = load_model(args)
-        except EvalError as e:
-            raise VizError(str(e)) from e
+        loaded = load_model(name, pretrained=pretrained or is_file)
         label = Path(name).name if is_file else name
-        if not pretrained and not is_file:
+        if loaded.random_weights:
             label += ' (random init)'
-        out.append((label, model.to(device).eval()))
+        out.append((label, loaded.module.to(device).eval()))
     return out
 
 
@@ -181,11 +162,6 @@ def plot_cam(
 
     ``models``: timm names (``sinet_r50.mars``, ``vreid_r50``, ``local-dir:...``) or checkpoint files.
     """
-    import timm.data
-    from PIL import Image
-
-    from .extract import TrackletInputError, list_frames
-
     if not models:
         raise VizError('give at least one model (--models idnet_r50.mars sinet_r50.mars)')
     try:
@@ -207,20 +183,12 @@ def plot_cam(
         x = LABEL_W + PAD + col * (fw + PAD)
         canvas[y:y + fh, x:x + fw] = img
 
-    import matplotlib
-
     cmap = matplotlib.colormaps['jet']
     for t in range(len(chosen)):
         put(0, t, shown[t])
     for r, (_, model) in enumerate(loaded, 1):
         transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
-        clip = []
-        for p in chosen:
-            try:
-                with Image.open(p) as img:
-                    clip.append(transform(img.convert('RGB')))
-            except (OSError, SyntaxError, ValueError) as e:
-                raise FrameReadError(f'cannot read frame {p}: {e}. Replace or delete the file.') from None
+        clip = [transform(open_frame(p)) for p in chosen]
         act = activation_maps(model, torch.stack(clip)[None].to(device), reduce).cpu()
         act = F.interpolate(act[:, None], size=(fh, fw), mode='bilinear', align_corners=False)[:, 0]
         act = _normalise(act).numpy()
@@ -280,10 +248,6 @@ def plot_ranks(
         frame_size: tuple[int, int] = (96, 48),
 ) -> Path:
     """Query tracklets beside their top-k gallery tracklets, green = same identity, red = other (paper Fig. 7)."""
-    from safetensors.torch import load_file
-
-    from .datasets import load_dataset
-
     run_json = Path(run_json)
     if not run_json.is_file():
         raise VizError(f'run file {run_json} does not exist; make one with sinet-eval ... --save-features')
@@ -321,7 +285,6 @@ def plot_ranks(
 
     q_pids, q_cams = t['query_pids'].tolist(), t['query_camids'].tolist()
     g_pids, g_cams = np.asarray(t['gallery_pids']), np.asarray(t['gallery_camids'])
-    from .search import cosine_distance_matrix
     dist = cosine_distance_matrix(t['query_features'][list(queries)], t['gallery_features']).numpy()
 
     fh, fw = frame_size
@@ -374,7 +337,6 @@ def plot_cmc(summary: dict[str, Any], output: str | Path, max_rank: int = 50) ->
     n = min(min(len(c) for c in curves), max_rank)
     cmc = np.mean([c[:n] for c in curves], axis=0)
     ranks = np.arange(1, n + 1)
-    Figure, FigureCanvasAgg = _matplotlib()
     fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -392,7 +354,6 @@ def plot_cmc(summary: dict[str, Any], output: str | Path, max_rank: int = 50) ->
         ax.plot(*zip(*pts, strict=True), 'x', color='k', ms=8, mew=2, label='paper')
     ax.set_xlabel('rank')
     ax.set_ylabel('matching rate (%)')
-    from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0.5, max(n, 2) + 0.5)
     low = min([float(cmc.min())] + [v for _, v in pts])
@@ -418,93 +379,3 @@ def write_cmc_plot(json_path: str | Path, summary: dict[str, Any]) -> Path | Non
     path = plot_cmc(summary, json_path.with_name(f'{json_path.stem}.cmc.png'))
     summary['cmc_plot'] = path.name
     return path
-
-
-# --------------------------------------------------------------------------------------------------------
-# command line
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected HxW in pixels, e.g. 128x64; got {text!r}') from None
-    if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f'frame size {text} is too small (at least 8x8)')
-    return h, w
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='sinet-viz', description=__doc__.split('\n\n')[0].replace('``', ''))
-    sub = p.add_subparsers(dest='command', required=True)
-    c = sub.add_parser('cam', help='activation maps of a tracklet, one row per model (paper Fig. 1/6)')
-    c.add_argument('tracklet', type=Path, help='folder of one tracklet\'s frames')
-    c.add_argument('--models', nargs='+', default=['idnet_r50.mars', 'sinet_r50.mars'],
-                   help='timm model names or checkpoint files (default: idnet_r50.mars sinet_r50.mars: without and '
-                        'with SBM; vreid_r50 has only ImageNet weights in the zoo)')
-    c.add_argument('--frames', type=int, default=8, help='frames shown and fed to the models (multiple of 4)')
-    c.add_argument('--reduce', choices=('mean', 'norm'), default='mean', help='channel mean or L2 norm')
-    c.add_argument('--frame-size', type=_size, default=(128, 64), help='shown frame size HxW in px (128x64)')
-    c.add_argument('--no-pretrained', action='store_true', help='random weights drawn with --seed (offline)')
-    c.add_argument('--seed', type=int, default=0)
-    c.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    c.add_argument('--output', '-o', type=Path, help='PNG to write (default: <tracklet>.cam.png here)')
-    c.add_argument('--overwrite', action='store_true', help='replace an existing PNG')
-    r = sub.add_parser('ranks', help='top-k gallery tracklets of chosen queries (paper Fig. 7)')
-    r.add_argument('run', type=Path, help='results JSON of a sinet-eval run made with --save-features')
-    r.add_argument('--queries', type=int, nargs='+', default=[0], help='query indices (0-based)')
-    r.add_argument('--topk', type=int, default=5)
-    r.add_argument('--frames', type=int, default=4, help='frames shown per tracklet')
-    r.add_argument('--frame-size', type=_size, default=(96, 48), help='shown frame size HxW in px (96x48)')
-    r.add_argument('--split-index', type=int, default=0, help='which split of a multi-split run (0-based)')
-    r.add_argument('--output', '-o', type=Path, help='PNG to write (default: <run stem>.ranks.png beside it)')
-    r.add_argument('--overwrite', action='store_true', help='replace an existing PNG')
-    m = sub.add_parser('cmc', help='CMC curve of a sinet-eval results JSON')
-    m.add_argument('run', type=Path, help='results JSON of a sinet-eval run')
-    m.add_argument('--output', '-o', type=Path, help='PNG to write (default: <run stem>.cmc.png beside it)')
-    m.add_argument('--overwrite', action='store_true', help='replace an existing PNG')
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``sinet-viz``: returns 0 on success, 2 on a user error (printed as one ``error:`` message)."""
-    from .cli import EvalError, resolve_device
-    from .datasets import DatasetLayoutError
-
-    args = build_parser().parse_args(argv)
-
-    def target(path: Path) -> Path:
-        if taken := output_taken(path, args.overwrite):
-            raise VizError(taken)
-        return path
-
-    try:
-        if args.command == 'cam':
-            out = target(args.output or Path(f'{args.tracklet.resolve().name}.cam.png'))
-            path = plot_cam(args.tracklet, args.models, out, frames=args.frames, reduce=args.reduce,
-                            pretrained=not args.no_pretrained, seed=args.seed, device=resolve_device(args.device),
-                            frame_size=args.frame_size)
-        elif args.command == 'ranks':
-            out = target(args.output or args.run.with_name(f'{args.run.stem}.ranks.png'))
-            path = plot_ranks(args.run, out, queries=args.queries, topk=args.topk, frames=args.frames,
-                              split_index=args.split_index, frame_size=args.frame_size)
-        else:
-            if not args.run.is_file():
-                raise VizError(f'run file {args.run} does not exist')
-            try:
-                summary = json.loads(args.run.read_text())
-            except json.JSONDecodeError as e:
-                raise VizError(f'{args.run} is not valid JSON ({e})') from None
-            path = plot_cmc(summary, target(args.output or args.run.with_name(f'{args.run.stem}.cmc.png')))
-    except FrameReadError as e:
-        print(f'error: {frame_error_message(e)}', file=sys.stderr)
-        return 2
-    except (VizError, EvalError, DatasetLayoutError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    print(f'wrote {path}')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

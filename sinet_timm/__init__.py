@@ -1,25 +1,39 @@
-"""SINet video person re-identification models for timm.
+"""SINet-family video person re-identification models for timm.
 
-``import sinet_timm`` registers ``sinet_r50``, ``sbnet_r50``, ``idnet_r50`` and ``vreid_r50`` with timm, so that
+``import sinet_timm`` registers the architectures of :data:`sinet_timm.archs.ARCHITECTURES` with timm, so that
 ``timm.create_model("sinet_r50.mars", pretrained=True)`` works like any timm model.
+
+Layout: :mod:`~sinet_timm.framewise` (the shared frame-wise ResNet-50, head and timm API), one file per family
+(:mod:`~sinet_timm.sinet`), :mod:`~sinet_timm.convert` (the authors' checkpoints), :mod:`~sinet_timm._zoo` (the
+zoo, generated from ``hub_configs/*.yaml``), :mod:`~sinet_timm.drive` and :mod:`~sinet_timm.hub` (original files
+and Hub folders), :mod:`~sinet_timm.errors` (the project's error hierarchy). Nothing here imports the evaluator
+(``reid_eval``) or the trainer (``sinet_train``).
 """
 
-from .sinet import (
-    SINet,
-    SINetOutput,
+from .archs import ARCHITECTURES
+from .errors import (
+    CheckpointError,
+    HubError,
+    ModelInputError,
+    SinetTimmError,
     WeightsUnavailableError,
-    checkpoint_filter_fn,
-    idnet_r50,
-    sbnet_r50,
-    sinet_r50,
-    vreid_r50,
+    ZooConfigError,
 )
+from .framewise import SINetOutput, VideoReIDNet, checkpoint_filter_fn
+from .sinet import SINet, idnet_r50, sbnet_r50, sinet_r50, vreid_r50
 
 __version__ = "0.1.0"
 __all__ = [
+    "ARCHITECTURES",
+    "CheckpointError",
+    "HubError",
+    "ModelInputError",
     "SINet",
     "SINetOutput",
+    "SinetTimmError",
+    "VideoReIDNet",
     "WeightsUnavailableError",
+    "ZooConfigError",
     "checkpoint_filter_fn",
     "idnet_r50",
     "sbnet_r50",

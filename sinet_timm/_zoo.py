@@ -8,7 +8,7 @@ zoo by the YAML files of ``FOLDER`` (read when ``sinet_timm`` is imported: set i
 Schema of an entry (``REQUIRED_KEYS`` must be present; the rest is optional)::
 
     name: sinet_r50.mars              # '<architecture>.<tag>', equal to the file name without .yaml
-    architecture: sinet_r50           # sinet_r50 | sbnet_r50 | idnet_r50 | vreid_r50
+    architecture: sinet_r50           # one of sinet_timm.archs.ARCHITECTURES
     hf_hub_id: ORG/NAME               # the Hugging Face Hub repo holding model.safetensors + config.json
     dataset: mars                     # training (and evaluation) dataset
     num_classes: 625                  # training identities = the released classifier's size
@@ -39,16 +39,14 @@ from typing import Any
 
 import yaml
 
+from .archs import ARCHITECTURES
+from .errors import ZooConfigError
+
 REQUIRED_KEYS = ('name', 'architecture', 'hf_hub_id', 'dataset', 'num_classes', 'input', 'source', 'license',
                  'metrics')
-ARCHITECTURES = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50')
 ZOO_DIR_ENV = 'SINET_TIMM_ZOO_DIR'
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$')
 _SHA256 = re.compile(r'^[0-9a-f]{64}$')
-
-
-class ZooConfigError(ValueError):
-    """A hub_configs file is malformed."""
 
 
 def zoo_dir() -> Path:
@@ -200,7 +198,7 @@ def resolve_entry(spec: str | Path) -> tuple[dict[str, Any], Path]:
 
 
 def pretrained_cfg_fields(entry: dict[str, Any]) -> dict[str, Any]:
-    """timm pretrained-cfg fields of one zoo entry (merged into ``sinet_timm.sinet._cfg``'s defaults)."""
+    """timm pretrained-cfg fields of one zoo entry (merged into the family's ``video_cfg`` defaults)."""
     inp = entry['input']
     h, w = inp['img_size']
     out: dict[str, Any] = dict(
@@ -216,9 +214,10 @@ def pretrained_cfg_fields(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def zoo_pretrained_cfgs() -> dict[str, dict[str, Any]]:
-    """timm pretrained-cfg fields for each zoo entry."""
-    return {name: pretrained_cfg_fields(e) for name, e in zoo_entries().items()}
+def zoo_pretrained_cfgs(archs: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """timm pretrained-cfg fields for each zoo entry (of ``archs`` only, when given)."""
+    return {name: pretrained_cfg_fields(e) for name, e in zoo_entries().items()
+            if archs is None or e['architecture'] in archs}
 
 
 # --- editing an entry in place --------------------------------------------------------------------------------

@@ -1,46 +1,41 @@
-"""Convert the authors' released SINet checkpoints into Hub-ready timm folders.
+"""Convert the authors' released checkpoints into Hub-ready timm folders (the library behind ``sinet-convert``).
 
-    python -m sinet_timm.convert SRC.pth.tar OUT_DIR [--arch sinet_r50] [--dataset mars]
-
-writes ``OUT_DIR/model.safetensors`` and ``OUT_DIR/config.json`` (timm's ``save_for_hf`` format, plus re-ID
-fields), which load with ``timm.create_model("local-dir:OUT_DIR")`` or, once uploaded, ``hf-hub:ORG/NAME``.
-The released files are read with ``torch.load(weights_only=True)``: nothing in them is executed.
+:func:`convert` writes ``OUT_DIR/model.safetensors`` and ``OUT_DIR/config.json`` (timm's ``save_for_hf`` format,
+plus re-ID fields), which load with ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` or, once uploaded,
+``hf-hub:ORG/NAME``. The released files are read with ``torch.load(weights_only=True)``: nothing in them is
+executed (the NumPy scalars the authors' training script stored beside the weights, such as ``rank1``, are allowed
+as data).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-from .sinet import SINet, checkpoint_filter_fn
+from .archs import ARCHITECTURES, canonical_arch
+from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
+from .framewise import VideoReIDNet, checkpoint_filter_fn
 
-ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50')
-_RELEASED_NAMES = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50', 'resnet50': 'vreid_r50'}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, or does not fit the requested architecture."""
-
-
-class NumClassesMismatch(CheckpointError):
-    """The checkpoint's classifier does not have the expected number of training identities."""
-
-    def __init__(self, path: str | Path, found: int, expected: int, hint: str = ''):
-        self.path, self.found, self.expected = Path(path), found, expected
-        super().__init__(f'{path} has a classifier for {found} training identities, expected {expected}.{hint}')
-
+__all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released', 'reid_config',
+           'sha256_of']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
 _INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
+
+# NumPy scalars (e.g. the ``rank1`` the released main.py saves next to the weights) as plain data, under both the
+# NumPy 2 name and the ``numpy.core`` name older NumPy wrote into the pickle
+_np_core = getattr(np, '_core', None) or np.core
+_NUMPY_SAFE_GLOBALS = [_np_core.multiarray.scalar, (_np_core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
+                       np.dtype, *(type(np.dtype(c)) for c in 'fdeilqbB?')]
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -58,14 +53,13 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
     if path.suffix == '.safetensors':
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f'{path} is not a readable safetensors file: {e}') from e
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as e:
         raise CheckpointError(
             f'{path} is not a PyTorch checkpoint that can be loaded safely (torch.load weights_only=True '
@@ -106,7 +100,7 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
 
 
 def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,
-                  img_size: tuple[int, int] | None = None) -> SINet:
+                  img_size: tuple[int, int] | None = None) -> VideoReIDNet:
     """Build the model for a released (or converted) checkpoint and load it strictly; eval mode.
 
     ``img_size`` (frame height, width) defaults to the architecture's 256x128; IDM weights fit only the size
@@ -114,19 +108,15 @@ def load_released(path: str | Path, arch: str | None = None, num_classes: int | 
     """
     state_dict = load_checkpoint_file(path)
     guessed = infer_arch(state_dict)
-    arch = arch or guessed
-    arch = _RELEASED_NAMES.get(arch, arch)
-    if arch not in ARCHS:
-        raise CheckpointError(f'unknown architecture {arch!r}; expected one of {", ".join(ARCHS)}')
+    arch = canonical_arch(arch or guessed)
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f'unknown architecture {arch!r}; expected one of {", ".join(ARCHITECTURES)}')
     if num_classes is None:
         w = state_dict.get('classifier.weight')
         num_classes = int(w.shape[0]) if w is not None else 0
     model = timm.create_model(arch, num_classes=num_classes, **({'img_size': tuple(img_size)} if img_size else {}))
-    if arch != guessed:
-        # report it as a key/shape mismatch below, but lead with the likely cause
-        hint = f' The checkpoint looks like {guessed}.'
-    else:
-        hint = ''
+    # on a mismatch, lead with the likely cause
+    hint = f' The checkpoint looks like {guessed}.' if arch != guessed else ''
     converted = checkpoint_filter_fn(state_dict, model)
     problems = describe_mismatch(converted, model)
     if problems:
@@ -135,7 +125,7 @@ def load_released(path: str | Path, arch: str | None = None, num_classes: int | 
     return model.eval()
 
 
-def reid_config(model: SINet, dataset: str | None, source: dict[str, Any]) -> dict[str, Any]:
+def reid_config(model: VideoReIDNet, dataset: str | None, source: dict[str, Any]) -> dict[str, Any]:
     """The re-ID fields written next to timm's own in config.json."""
     return {
         'reid': {
@@ -171,7 +161,7 @@ def convert(
     """
     src, out_dir = Path(src), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f'{out_dir} already exists and is not empty; choose a new folder or pass --overwrite to replace '
             'its model.safetensors and config.json')
     digest = sha256_of(src) if src.is_file() else None
@@ -197,27 +187,5 @@ def convert(
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog='python -m sinet_timm.convert', description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('src', help="the authors' .pth.tar (or any SINet state dict)")
-    p.add_argument('out_dir', help='folder to write model.safetensors and config.json to')
-    p.add_argument('--arch', choices=ARCHS + tuple(_RELEASED_NAMES), help='default: inferred from the keys')
-    p.add_argument('--dataset', help='training dataset recorded in config.json (e.g. mars, lsvid)')
-    p.add_argument('--sha256', help='refuse to convert unless the file has this sha256')
-    p.add_argument('--overwrite', action='store_true', help='replace the files of an existing output folder')
-    args = p.parse_args(argv)
-    try:
-        out = convert(args.src, args.out_dir, args.arch, args.dataset, args.sha256, args.overwrite)
-    except (CheckpointError, FileExistsError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    cfg = json.loads((out / 'config.json').read_text())
-    print(f"wrote {out}/model.safetensors and config.json: {cfg['architecture']}, "
-          f"{cfg['num_classes']} training identities; load with timm.create_model('local-dir:{out}')")
-    return 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit('the command line of this module is now `sinet-convert SRC OUT_DIR` (same arguments)')

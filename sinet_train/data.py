@@ -21,12 +21,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from reid_eval.engine import FrameReadError
+from reid_eval.errors import EmptyTrackletError, FrameReadError
+from reid_eval.extraction import FrameFailure, open_frame
+from sinet_timm.errors import SinetTimmError
 
 __all__ = [
-    'IMAGENET_MEAN', 'IMAGENET_STD', 'RE_VALUE', 'FrameReadError', 'TrainDataError', 'EmptyTrackletError',
-    'NotEnoughIdentitiesError', 'restricted_random_crop', 'ClipTrainTransform', 'TrainClipDataset',
-    'IdentityBatchSampler', 'check_tracklets',
+    'IMAGENET_MEAN', 'IMAGENET_STD', 'RE_VALUE', 'EmptyTrackletError', 'NotEnoughIdentitiesError', 'TrainDataError',
+    'restricted_random_crop', 'ClipTrainTransform', 'TrainClipDataset', 'IdentityBatchSampler', 'check_tracklets',
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,12 +37,8 @@ RE_VALUE = (0.4914, 0.4822, 0.4465)  # released RandomErasing fill value (writte
 Tracklet = tuple[Sequence[str], int, int]
 
 
-class TrainDataError(ValueError):
+class TrainDataError(SinetTimmError, ValueError):
     """The training set cannot be used with the requested recipe."""
-
-
-class EmptyTrackletError(TrainDataError):
-    """A training tracklet has no frames."""
 
 
 class NotEnoughIdentitiesError(TrainDataError):
@@ -55,10 +52,6 @@ def check_tracklets(tracklets: Sequence[Tracklet]) -> None:
             raise EmptyTrackletError(
                 f'training tracklet {i} (identity {pid}, camera {camid}) has no frames; tracklets shorter than 4 '
                 'frames are padded with their last frame, but an empty one cannot be: fix or remove it')
-
-
-#: train-tracklet chunk length of the released data loaders (``sampling_step``): LS-VID 48, DukeV 32, others none
-RELEASED_TRAIN_CHUNK = {'lsvid': 48, 'dukev': 32}
 
 
 def chunk_tracklets(tracklets: Sequence[Tracklet], step: int) -> list[Tracklet]:
@@ -168,7 +161,9 @@ class ClipTrainTransform:
 
 
 class TrainClipDataset(Dataset):
-    """Training clips: item ``(index, seed)`` -> ``((T, 3, H, W) clip, pid)``.
+    """Training clips: item ``(index, seed)`` -> ``((T, 3, H, W) clip, pid)``, or a
+    :class:`~reid_eval.extraction.FrameFailure` in place of the clip when a frame cannot be read (batch them with
+    :func:`~reid_eval.extraction.collate_clips`).
 
     The frame choice and the augmentation of an item use ``random.Random(seed)`` only, so a batch is the same
     whatever the worker count or process it is decoded in.
@@ -183,23 +178,18 @@ class TrainClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tracklets)
 
-    @staticmethod
-    def _load(path: str) -> Image.Image:
-        try:
-            with Image.open(path) as img:
-                return img.convert('RGB')
-        except (OSError, SyntaxError, ValueError) as e:
-            raise FrameReadError(f'cannot read training frame {path}: {e}. Replace or delete the file (and its '
-                                 'entry in the dataset lists); --resume continues from the last checkpoint.') from None
-
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor | FrameFailure, int]:
         index, seed = item
         paths, pid, _ = self.tracklets[index]
         rng = random.Random(seed)
         chosen = restricted_random_crop(paths, self.clip_len, rng)
         cache: dict[str, Image.Image] = {}
-        frames = [cache[p] if p in cache else cache.setdefault(p, self._load(p)) for p in chosen]
+        try:
+            frames = [cache[p] if p in cache else cache.setdefault(p, open_frame(p)) for p in chosen]
+        except FrameReadError as e:
+            return FrameFailure(e.path, e.reason), pid
         return self.transform(frames, rng), pid
+
 
 
 class IdentityBatchSampler(Sampler[list[tuple[int, int]]]):

@@ -18,16 +18,13 @@ So a run resumed from a checkpoint continues exactly as the uninterrupted run wo
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import logging
 import math
 import os
-import platform
 import random
 import shutil
 import sys
@@ -38,16 +35,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
+import timm.data
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
+from timm.models import save_for_hf
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from reid_eval.engine import reporting_worker_death
+from reid_eval.datasets import get_spec, load_dataset
+from reid_eval.errors import EvalError, FrameReadError
+from reid_eval.evaluator import EvalOptions, evaluate_split, resolve_device
+from reid_eval.extraction import FrameFailure, FramePreprocess, collate_clips, reporting_worker_death
+from reid_eval.models import weights_sha256
+from reid_eval.results import versions
+from reid_eval.synthetic import demo_dataset_root
+from sinet_timm import VideoReIDNet
+from sinet_timm.archs import ARCHITECTURES
+from sinet_timm.convert import reid_config
+from sinet_timm.errors import SinetTimmError, WeightsUnavailableError
 
 from .data import (
-    RELEASED_TRAIN_CHUNK,
     ClipTrainTransform,
     IdentityBatchSampler,
     TrainClipDataset,
@@ -70,7 +80,7 @@ RESUME_MUTABLE = frozenset({
 })
 
 
-class TrainError(Exception):
+class TrainError(SinetTimmError):
     """A user-facing problem with the arguments, the output folder or the environment."""
 
 
@@ -190,8 +200,6 @@ class _Dist:
 
 def _resolve_device(name: str, local_rank: int, world: int) -> torch.device:
     """reid_eval's device check, then the rank's own GPU under torchrun."""
-    from reid_eval.cli import EvalError, resolve_device
-
     try:
         dev = resolve_device(name)
     except EvalError as e:
@@ -276,16 +284,6 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.MultiStepLR, state:
     scheduler.load_state_dict(dict(state, milestones=collections.Counter(state['milestones'])))
 
 
-def _versions() -> dict[str, str]:
-    import timm
-    out = {'python': platform.python_version(), 'torch': torch.__version__, 'timm': timm.__version__}
-    with contextlib.suppress(Exception):
-        from importlib.metadata import version
-        out['torchreid'] = version('torchreid')
-        out['sinet_timm'] = version('sinet-timm')
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------
 # run folder
 
@@ -360,10 +358,6 @@ def _save_checkpoint(out: Path, epoch: int, model: nn.Module, state: dict[str, A
 
 def _export_hub(model: nn.Module, folder: Path, cfg: TrainConfig, info: dict[str, Any]) -> None:
     """A Hub-ready folder (model.safetensors + config.json), replaced atomically."""
-    from timm.models import save_for_hf
-
-    from sinet_timm.convert import reid_config
-
     tmp = folder.with_name(f'.tmp_{folder.name}')
     shutil.rmtree(tmp, ignore_errors=True)
     src = {'kind': 'sinet-train', **info,
@@ -411,50 +405,39 @@ class _Embedder(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-FAMILY = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50')
 
 
 def _check_model_name(name: str) -> None:
     if ':' in name:
         return  # local-dir: / hf-hub: folders are checked once built
-    if name.split('.')[0] not in FAMILY:
-        raise TrainError(f'{name} is not a SINet-family model ({", ".join(FAMILY)})')
+    if name.split('.')[0] not in ARCHITECTURES:
+        raise TrainError(f'{name} is not a SINet-family model ({", ".join(ARCHITECTURES)})')
 
 
 def _create_model(cfg: TrainConfig, num_classes: int, pretrained: bool) -> nn.Module:
-    import timm
-
-    import sinet_timm
-    from sinet_timm import SINet
-
     kwargs = dict(cfg.model_kwargs)
     kwargs.setdefault('img_size', cfg.img_size)
     try:
         model = timm.create_model(cfg.model, pretrained=pretrained, num_classes=num_classes, **kwargs)
-    except sinet_timm.WeightsUnavailableError as e:
+    except WeightsUnavailableError as e:
         raise TrainError(f'{e}\nFor an offline run from random weights pass --no-pretrained.') from e
     except (ValueError, TypeError) as e:  # e.g. an img_size too small for SBM, an unknown --model-kwargs key
         raise TrainError(f'cannot create {cfg.model} with {kwargs}: {e}') from None
-    if not isinstance(model, SINet):
-        raise TrainError(f'{cfg.model} is not a SINet-family model ({", ".join(FAMILY)})')
+    if not isinstance(model, VideoReIDNet):
+        raise TrainError(f'{cfg.model} is not a SINet-family model ({", ".join(ARCHITECTURES)})')
     return model
 
 
 def _dataset_args(cfg: TrainConfig) -> tuple[str, Path]:
     if cfg.dataset.lower() == SYNTHETIC:
-        from reid_eval.synthetic import demo_dataset_root
         return 'mars', demo_dataset_root()
-    from reid_eval.datasets import canonical_name
     if not cfg.root:
         raise TrainError(f'--root is needed for {cfg.dataset}: the folder that holds the dataset folder')
-    return canonical_name(cfg.dataset), Path(cfg.root)
+    return get_spec(cfg.dataset).name, Path(cfg.root)
 
 
 def _eval_transform(cfg: TrainConfig, model: nn.Module):
     """reid_eval's preprocessing (uint8 frames, normalised on the device) at the training frame size."""
-    import timm.data
-
-    from reid_eval.engine import FramePreprocess
     return FramePreprocess.from_data_config(
         timm.data.resolve_data_config({'input_size': (3, *cfg.img_size)}, model=model))
 
@@ -462,27 +445,26 @@ def _eval_transform(cfg: TrainConfig, model: nn.Module):
 def evaluate(model: nn.Module, cfg: TrainConfig, mode: str, device: torch.device, env: _Dist,
              amp: str) -> dict[str, Any]:
     """Rank the query/gallery split with ``reid_eval`` (``mode`` 'sampled' or 'dense'); metrics on every rank."""
-    from reid_eval.cli import evaluate_split
-    from reid_eval.engine import weights_sha256
-
     dataset, root = _dataset_args(cfg)
     emb = _Embedder(model)
     cache_dir = Path(cfg.output) / '.eval_cache' if env.world > 1 else None
-    args = argparse.Namespace(
-        mode=mode, no_cache=cache_dir is None, cache_dir=cache_dir, amp=amp, batch_clips=cfg.eval_batch_clips,
-        workers=cfg.workers, shard_clips=1024, no_progress=not (cfg.progress and env.main), rank_chunk=256,
-        ranker='numpy')
+    options = EvalOptions(mode=mode, cache=cache_dir is not None, cache_dir=cache_dir, amp=amp,
+                          batch_clips=cfg.eval_batch_clips, workers=cfg.workers, shard_clips=1024,
+                          progress=cfg.progress and env.main, rank_chunk=256, ranker='numpy')
     weights = weights_sha256(model) if cache_dir is not None else 'in-training'
     was_training = model.training
     try:
-        res = evaluate_split(emb, args, dataset, root, cfg.split, device, weights, _eval_transform(cfg, model))
+        res = evaluate_split(emb, dataset, root, cfg.split, options, device=device, weights=weights,
+                             transform=_eval_transform(cfg, model), clip_len=model.clip_len)
     finally:
         model.train(was_training)
     if env.main and cache_dir is not None:
         shutil.rmtree(cache_dir, ignore_errors=True)
-    res = env.broadcast(res)
-    metrics = {k: v for k, v in res['metrics'].items() if k != 'cmc'}  # the headline ranks are enough here
-    return {'mode': mode, **metrics, 'num_query': res['num_query'], 'num_gallery': res['num_gallery']}
+    summary = None
+    if res is not None:
+        metrics = {k: v for k, v in res.metrics.items() if k != 'cmc'}  # the headline ranks are enough here
+        summary = {'mode': mode, **metrics, 'num_query': res.num_query, 'num_gallery': res.num_gallery}
+    return env.broadcast(summary)
 
 
 def _sync_buffers(model: nn.Module, env: _Dist) -> None:
@@ -538,7 +520,6 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> str:
 def _progress(it, total: int, enabled: bool, desc: str) -> Iterator:
     if not enabled:
         return iter(it)
-    from tqdm.auto import tqdm
     return iter(tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True))
 
 
@@ -562,6 +543,9 @@ def train_one_epoch(
     acc: dict[str, torch.Tensor] = {}  # running sums on the device: no host sync per step
     counts = {'steps': 0, 'skipped': 0, 'clips': 0}
     for step, (x, pids) in enumerate(_progress(loader, len(loader), progress, desc)):
+        if isinstance(x, FrameFailure):
+            raise FrameReadError(x.path, x.reason, 'Replace or delete the file (and its entry in the dataset lists); '
+                                 '--resume continues from the last checkpoint.', what='training frame')
         if bool((pids == pids[0]).all()):
             counts['skipped'] += 1  # released: a batch of a single identity has no triplet negatives
             continue
@@ -659,11 +643,10 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
     amp = _amp_dtype(cfg, device)
 
     # data
-    from reid_eval.datasets import load_dataset
     dataset, root = _dataset_args(cfg)
     data = load_dataset(dataset, root, cfg.split, check_frames=False)
     check_tracklets(data.train)
-    chunk = RELEASED_TRAIN_CHUNK.get(data.name, 0) if cfg.train_chunk is None else cfg.train_chunk
+    chunk = get_spec(data.name).train_chunk if cfg.train_chunk is None else cfg.train_chunk
     data.train = chunk_tracklets(data.train, chunk)
     pids = [pid for _, pid, _ in data.train]
     sampler = IdentityBatchSampler(pids, cfg.num_instances, cfg.num_identities, cfg.seed, env.rank, env.world)
@@ -677,7 +660,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
     loader = DataLoader(
         TrainClipDataset(data.train, transform, cfg.frames_per_clip), batch_sampler=sampler,
         num_workers=cfg.workers, pin_memory=device.type == 'cuda', persistent_workers=cfg.workers > 0,
-        generator=loader_gen)
+        generator=loader_gen, collate_fn=collate_clips)
 
     # model, objective, optimiser
     _reseed(cfg.seed)
@@ -743,7 +726,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
                 'frame_loss': uses_frame_loss, 'params_without_classifier': n_params,
                 'dataset_dir': data.dataset_dir,
             },
-            'versions': _versions(),
+            'versions': versions(),
             'started': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
         }
         if cfg.resume:  # keep when the run started and each time it was resumed

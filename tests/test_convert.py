@@ -8,7 +8,8 @@ import timm
 import torch
 from released_reference import make_released_state_dict, released_forward, save_released_checkpoint
 
-from sinet_timm.convert import CheckpointError, convert, load_released, main
+from sinet_cli.convert import main
+from sinet_timm.convert import CheckpointError, convert, load_released
 
 ARCHS = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50', 'resnet50': 'vreid_r50'}
 

@@ -20,20 +20,19 @@ from scipy.io import loadmat
 from scipy.io.matlab import matfile_version
 
 from reid_eval.datasets import (
-    DATASET_DIRS,
+    SPECS,
     VALID_DATASETS,
-    DatasetLayoutError,
-    EmptyTrackletError,
-    _torchreid_datasets,  # private helper: the installed torchreid's dataset modules
     canonical_name,
+    get_spec,
     load_dataset,
     num_splits,
-    register_lsvid,
     torchreid_flavor,
 )
+from reid_eval.datasets.lsvid import register_lsvid
+from reid_eval.datasets.spec import torchreid_datasets
+from reid_eval.errors import DatasetLayoutError, EmptyTrackletError, RenderersDiedError
 from reid_eval.synthetic import (
     DEFAULT_NUM_IDS,
-    RenderersDiedError,
     demo_dataset_root,
     load_manifest,
     make_synthetic,
@@ -145,7 +144,7 @@ def test_lsvid_query_follows_info_test_mat(tmp_path: Path) -> None:
 def test_lsvid_registered_with_torchreid(synth: Path) -> None:
     cls = register_lsvid()
     assert register_lsvid() is cls  # idempotent
-    tds = _torchreid_datasets()[0]
+    tds = torchreid_datasets()[0]
     ds = tds.init_video_dataset("lsvid", root=str(synth), transform=lambda x: x, verbose=False)
     assert type(ds).__name__ == "LSVID"
     assert len(ds.query) == len(load_manifest("lsvid", synth)["splits"][0]["query"])
@@ -187,7 +186,7 @@ def test_ilids_splits_equal_torchreid_prepare_split(tmp_path: Path) -> None:
     ref = tmp_path / "b"
     shutil.copytree(root, ref)
     load_dataset("ilidsvid", root, split_id=3)
-    _torchreid_datasets()[1].iLIDSVID(root=str(ref), split_id=3, transform=lambda x: x, verbose=False)
+    torchreid_datasets()[1].iLIDSVID(root=str(ref), split_id=3, transform=lambda x: x, verbose=False)
     ours = (root / "ilids-vid" / "splits.json").read_text()
     assert ours == (ref / "ilids-vid" / "splits.json").read_text()
     expected = [s["test_dirs"] for s in load_manifest("ilidsvid", root)["splits"]]
@@ -236,7 +235,7 @@ def test_missing_folder_is_clear_and_never_downloads(tmp_path: Path, kind: str) 
     with pytest.raises(DatasetLayoutError) as exc:
         load_dataset(kind, tmp_path)
     msg = str(exc.value)
-    assert str(tmp_path / DATASET_DIRS[kind]) in msg and "Expected layout" in msg
+    assert str(tmp_path / get_spec(kind).folder) in msg and "Expected layout" in msg
     assert isinstance(exc.value, FileNotFoundError)
     assert list(tmp_path.iterdir()) == []  # torchreid would have created the folder to download into
     with pytest.raises(DatasetLayoutError, match="does not exist"):
@@ -353,7 +352,7 @@ def test_parallel_rendering_from_an_unguarded_script_is_a_clear_error(tmp_path: 
                        env=child_env())
     assert r.returncode == 1
     # (the last stderr lines may be a resource_tracker warning from the dead processes)
-    error = re.search(r"^reid_eval\.synthetic\.RenderersDiedError: a process rendering the synthetic dataset could not "
+    error = re.search(r"^reid_eval\.errors\.RenderersDiedError: a process rendering the synthetic dataset could not "
                       r"start \(workers=2, exit code 1\).*$", r.stderr, re.M)
     assert error, r.stderr[-2000:]
     assert "if __name__ == '__main__':" in error.group() and "workers=0" in error.group()
@@ -455,9 +454,22 @@ def test_demo_dataset_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_cli_entry_point(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "reid_eval.synthetic", "ilids-vid", str(tmp_path), "--num-ids", "6"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+    cmd = [sys.executable, "-m", "sinet_cli.synthetic", "ilids-vid", str(tmp_path), "--num-ids", "6"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True, env=child_env()).stdout
     assert "query" in out and (tmp_path / "ilids-vid" / "synthetic_manifest.json").is_file()
+    assert f"sinet-eval --dataset ilidsvid --root {tmp_path}" in out  # the hint it prints is a working command
+
+
+def test_one_spec_per_benchmark() -> None:
+    """Every fact of a benchmark is in its spec: names and aliases resolve to it, nothing is claimed twice."""
+    names = [n for s in SPECS for n in (s.name, *s.aliases)]
+    assert len(names) == len(set(names)) and VALID_DATASETS == tuple(s.name for s in SPECS)
+    for spec in SPECS:
+        for n in (spec.name, *spec.aliases, spec.name.upper()):
+            assert get_spec(n) is spec
+        assert spec.num_splits >= 1 and spec.layout.startswith(f"<root>/{spec.folder}/")
+    assert [s.name for s in SPECS if s.add_query_to_gallery] == ["mars"]  # the released gallery rule
+    assert {s.name: s.train_chunk for s in SPECS if s.train_chunk} == {"lsvid": 48, "dukev": 32}
 
 
 def test_torchreid_flavor() -> None:
@@ -465,4 +477,4 @@ def test_torchreid_flavor() -> None:
 
     pypi = importlib.util.find_spec("torchreid.reid") is not None
     assert torchreid_flavor() == ("pypi" if pypi else "upstream")
-    assert _torchreid_datasets()[0].__name__ == ("torchreid.reid.data.datasets" if pypi else "torchreid.data.datasets")
+    assert torchreid_datasets()[0].__name__ == ("torchreid.reid.data.datasets" if pypi else "torchreid.data.datasets")

@@ -14,7 +14,6 @@ import pytest
 import torch
 from conftest import killing_a_child
 
-from reid_eval.cli import main
 from reid_eval.protocol import dense_clips, loop_pad, sampled_clip
 from reid_eval.ranking import (
     RANKERS,
@@ -25,6 +24,7 @@ from reid_eval.ranking import (
     valid_queries,
 )
 from reid_eval.synthetic import make_synthetic
+from sinet_cli.eval import main
 
 # ---------------------------------------------------------------------------------------------------------
 # protocols
@@ -175,7 +175,8 @@ def test_uint8_frames_normalised_on_device_give_timms_numbers(data_root, device)
     import timm.data
 
     from reid_eval.datasets import load_dataset
-    from reid_eval.engine import ExtractPlan, FramePreprocess, extract_features, for_inference
+    from reid_eval.extraction import ExtractPlan, FramePreprocess, extract_features
+    from reid_eval.models import for_inference
 
     data = load_dataset('mars', data_root / 'mars')
     plan = ExtractPlan.build(list(data.query)[:4] + list(data.gallery)[:2], 'dense')
@@ -199,7 +200,7 @@ def test_uint8_frames_normalised_on_device_give_timms_numbers(data_root, device)
 def test_amp_settings():
     """'auto' is bf16 on CUDA and off on CPU (as the CLIs document); anything else unknown is an error, never a
     silent float32 run."""
-    from reid_eval.engine import ExtractPlan, extract_features, resolve_amp
+    from reid_eval.extraction import ExtractPlan, extract_features, resolve_amp
 
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
     assert [resolve_amp(a, cuda) for a in ('auto', 'bf16', 'fp16', 'off')] == ['bf16', 'bf16', 'fp16', 'off']

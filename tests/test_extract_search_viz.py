@@ -11,9 +11,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from reid_eval import extract, search, viz
-from reid_eval.cli import main as eval_main
+import reid_eval
+from reid_eval import featurefile, search, viz
+from reid_eval import tracklets as tracklets_lib
+from reid_eval.errors import VizError
+from reid_eval.models import weights_sha256
 from reid_eval.synthetic import make_synthetic
+from sinet_cli import extract as extract_cmd
+from sinet_cli import search as search_cmd
+from sinet_cli import viz as viz_cmd
+from sinet_cli.eval import main as eval_main
 
 MODEL = ['--model', 'vreid_r50', '--no-pretrained', '--device', 'cpu', '--workers', '0', '--no-progress',
          '--batch-clips', '4']
@@ -50,7 +57,7 @@ def feats(tracklets, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp('feats')
     paths = {'q': out / 'q.safetensors', 'g': out / 'g.safetensors'}
     for key, src in (('q', 'query'), ('g', 'gallery')):
-        assert extract.main([str(tracklets / src), '--output', str(paths[key]), *MODEL]) == 0
+        assert extract_cmd.main([str(tracklets / src), '--output', str(paths[key]), *MODEL]) == 0
     return paths
 
 
@@ -59,13 +66,13 @@ def feats(tracklets, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_extract_shape_names_metadata(feats):
-    q = extract.load_features(feats['q'])
+    q = featurefile.load_features(feats['q'])
     assert q.names == ['alice', 'bob'] and q.features.shape == (2, 2048)
     assert torch.isfinite(q.features).all() and not torch.equal(q.features[0], q.features[1])
     assert q.metadata['model'] == 'vreid_r50' and len(q.weights_sha256) == 64
     assert q.metadata['mode'] == 'dense'
     assert load_file(str(feats['q']))['num_frames'].tolist() == [3, 1]
-    g = extract.load_features(feats['g'])
+    g = featurefile.load_features(feats['g'])
     assert g.names == ['alice_copy', 'carol', 'dave'] and g.weights_sha256 == q.weights_sha256
 
 
@@ -76,15 +83,14 @@ def test_list_file_and_python_api_repeat_the_cli_exactly(tracklets, feats):
 
     lst = tracklets / 'tracks.txt'
     lst.write_text('# my tracklets\nalice: query/alice\nquery/bob/1.jpg\n\n')
-    found = extract.find_tracklets(lst)
+    found = tracklets_lib.find_tracklets(lst)
     assert [t.name for t in found] == ['alice', 'line3']
     assert [len(t.frames) for t in found] == [3, 1]
     torch.manual_seed(0)  # the weights --no-pretrained --seed 0 draws
     model = timm.create_model('vreid_r50', num_classes=0).eval()
-    from reid_eval.engine import for_inference, weights_sha256
-    cli_feats = extract.load_features(feats['q'])
+    cli_feats = featurefile.load_features(feats['q'])
     assert weights_sha256(model) == cli_feats.weights_sha256
-    ours = extract.extract_tracklet_features(for_inference(model, torch.device('cpu')), found, batch_clips=4)
+    ours = reid_eval.extract(model, found, batch_clips=4, device='cpu', workers=0, progress=False)
     assert ours.shape == (2, 2048) and torch.equal(ours, cli_feats.features)
 
 
@@ -93,8 +99,8 @@ def test_natural_frame_order(tmp_path):
     t.mkdir()
     for name in ('f10.png', 'f2.png', 'f1.png', '.hidden'):
         (t / name).write_bytes(b'')
-    assert [Path(p).name for p in extract.list_frames(t)] == ['f1.png', 'f2.png', 'f10.png']
-    assert [x.name for x in extract.find_tracklets(t)] == ['t']  # a folder of frames is one tracklet
+    assert [Path(p).name for p in tracklets_lib.list_frames(t)] == ['f1.png', 'f2.png', 'f10.png']
+    assert [x.name for x in tracklets_lib.find_tracklets(t)] == ['t']  # a folder of frames is one tracklet
 
 
 @pytest.mark.parametrize('case,message', [
@@ -121,7 +127,7 @@ def test_extract_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
         src = tmp_path / 'list.txt'
         src.write_text('alice\nnowhere/1.jpg\n')
     out = tmp_path / 'f.safetensors'
-    assert extract.main([str(src), '--output', str(out), *MODEL, *extra]) == 2
+    assert extract_cmd.main([str(src), '--output', str(out), *MODEL, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and message in err and 'Traceback' not in err
     assert not out.exists()
@@ -131,11 +137,11 @@ def test_extract_unreadable_frame_and_existing_output(tmp_path, capsys):
     _write_tracklet(tmp_path / 'in' / 'alice', 2, seed=0, ext='jpg')
     (tmp_path / 'in' / 'alice' / '2.jpg').write_bytes(b'\xff\xd8 this is not a JPEG')
     out = tmp_path / 'f.safetensors'
-    assert extract.main([str(tmp_path / 'in'), '--output', str(out), *MODEL]) == 2
+    assert extract_cmd.main([str(tmp_path / 'in'), '--output', str(out), *MODEL]) == 2
     err = capsys.readouterr().err
     assert 'cannot read frame' in err and '2.jpg' in err and 'Traceback' not in err and not out.exists()
     out.write_bytes(b'keep me')
-    assert extract.main([str(tmp_path / 'in'), '--output', str(out), *MODEL]) == 2
+    assert extract_cmd.main([str(tmp_path / 'in'), '--output', str(out), *MODEL]) == 2
     assert '--overwrite' in capsys.readouterr().err and out.read_bytes() == b'keep me'
 
 
@@ -147,7 +153,7 @@ def test_extract_unreadable_frame_and_existing_output(tmp_path, capsys):
 def test_search_ranks_the_planted_duplicate_first(feats, tmp_path, capsys, rerank):
     out = tmp_path / 'matches.json'
     args = ['--query', str(feats['q']), '--gallery', str(feats['g']), '--topk', '3', '--output', str(out)]
-    assert search.main(args + (['--rerank'] if rerank else [])) == 0
+    assert search_cmd.main(args + (['--rerank'] if rerank else [])) == 0
     printed = capsys.readouterr()
     assert 'query alice' in printed.out and 'warning' not in printed.err
     res = json.loads(out.read_text())
@@ -162,12 +168,12 @@ def test_search_ranks_the_planted_duplicate_first(feats, tmp_path, capsys, reran
 
 def test_search_csv_and_topk_larger_than_gallery(feats, tmp_path, capsys):
     out = tmp_path / 'm.csv'
-    assert search.main(['-q', str(feats['q']), '-g', str(feats['g']), '-k', '10', '-o', str(out), '--quiet']) == 0
+    assert search_cmd.main(['-q', str(feats['q']), '-g', str(feats['g']), '-k', '10', '-o', str(out), '--quiet']) == 0
     rows = out.read_text().splitlines()
     assert rows[0] == 'query,rank,gallery,distance,cosine_distance'
     assert len(rows) == 1 + 2 * 3  # 2 queries x all 3 gallery tracklets
     assert rows[1].startswith('alice,1,alice_copy,')
-    q, g = extract.load_features(feats['q']), extract.load_features(feats['g'])
+    q, g = featurefile.load_features(feats['q']), featurefile.load_features(feats['g'])
     one, all_ = search.search(q, g, topk=3, chunk=1), search.search(q, g, topk=3)  # chunks change nothing
     assert [[m.gallery for m in r.matches] for r in one] == [[m.gallery for m in r.matches] for r in all_]
     assert [m.distance for r in one for m in r.matches] == pytest.approx(
@@ -175,24 +181,24 @@ def test_search_csv_and_topk_larger_than_gallery(feats, tmp_path, capsys):
 
 
 def test_search_warns_about_different_weights(feats, tmp_path, capsys):
-    g = extract.load_features(feats['g'])
-    other = extract.save_features(tmp_path / 'other.safetensors', g.features, g.names, model='sinet_r50.mars',
+    g = featurefile.load_features(feats['g'])
+    other = featurefile.save_features(tmp_path / 'other.safetensors', g.features, g.names, model='sinet_r50.mars',
                                   weights_sha256='0' * 64)
-    assert search.main(['-q', str(feats['q']), '-g', str(other), '--quiet']) == 0
+    assert search_cmd.main(['-q', str(feats['q']), '-g', str(other), '--quiet']) == 0
     err = capsys.readouterr().err
     assert 'warning:' in err and 'not comparable' in err and 'sinet_r50.mars' in err
 
 
 def test_search_bad_input(feats, tmp_path, capsys):
-    small = extract.save_features(tmp_path / 'small.safetensors', torch.randn(3, 16), ['a', 'b', 'c'],
+    small = featurefile.save_features(tmp_path / 'small.safetensors', torch.randn(3, 16), ['a', 'b', 'c'],
                                   model='tiny', weights_sha256='1' * 64)
-    assert search.main(['-q', str(feats['q']), '-g', str(small)]) == 2
+    assert search_cmd.main(['-q', str(feats['q']), '-g', str(small)]) == 2
     err = capsys.readouterr().err
     assert '2048-d' in err and '16-d' in err and 'same model' in err
-    assert search.main(['-q', str(tmp_path / 'nope.safetensors'), '-g', str(small)]) == 2
+    assert search_cmd.main(['-q', str(tmp_path / 'nope.safetensors'), '-g', str(small)]) == 2
     assert 'does not exist' in capsys.readouterr().err
     (tmp_path / 'junk.safetensors').write_bytes(b'not safetensors')
-    assert search.main(['-q', str(tmp_path / 'junk.safetensors'), '-g', str(small)]) == 2
+    assert search_cmd.main(['-q', str(tmp_path / 'junk.safetensors'), '-g', str(small)]) == 2
     assert 'cannot read' in capsys.readouterr().err
 
 
@@ -209,7 +215,7 @@ def test_select_frames():
     assert viz.select_frames(1, 8) == [0, 0, 0, 0]
     assert viz.select_frames(6, 8) == [0, 1, 1, 2, 3, 4, 4, 5]
     assert viz.select_frames(30, 8) == sorted(set(viz.select_frames(30, 8)))  # 8 distinct, in order
-    with pytest.raises(viz.VizError, match='multiple of 4'):
+    with pytest.raises(VizError, match='multiple of 4'):
         viz.select_frames(10, 6)
 
 
@@ -217,7 +223,7 @@ def test_viz_cam_picture(tracklets, tmp_path, capsys):
     out = tmp_path / 'cam.png'
     args = ['cam', str(tracklets / 'gallery' / 'carol'), '--models', 'vreid_r50', 'sinet_r50', '--no-pretrained',
             '--frames', '4', '--frame-size', '64x32', '--device', 'cpu', '--output', str(out)]
-    assert viz.main(args) == 0
+    assert viz_cmd.main(args) == 0
     img = _png(out)
     # 4 frames of 32x64 px, rows: frames + 2 models (the documented layout)
     expected = (140 + 4 * 32 + 5 * 6, 24 + 16 + 3 * 64 + 4 * 6)
@@ -230,10 +236,10 @@ def test_viz_cam_picture(tracklets, tmp_path, capsys):
 
 
 def test_viz_cam_bad_input(tmp_path, capsys):
-    assert viz.main(['cam', str(tmp_path / 'nope'), '--models', 'vreid_r50', '--no-pretrained']) == 2
+    assert viz_cmd.main(['cam', str(tmp_path / 'nope'), '--models', 'vreid_r50', '--no-pretrained']) == 2
     assert 'does not exist' in capsys.readouterr().err
     _write_tracklet(tmp_path / 't', 2, seed=0)
-    assert viz.main(['cam', str(tmp_path / 't'), '--models', 'vreid_r50', '--frames', '6', '--no-pretrained']) == 2
+    assert viz_cmd.main(['cam', str(tmp_path / 't'), '--models', 'vreid_r50', '--frames', '6', '--no-pretrained']) == 2
     assert 'multiple of 4' in capsys.readouterr().err
 
 
@@ -267,7 +273,7 @@ def test_eval_saves_features_and_cmc_plot(run_json):
 
 def test_viz_ranks_picture(run_json, tmp_path):
     out = tmp_path / 'ranks.png'
-    assert viz.main(['ranks', str(run_json), '--queries', '0', '1', '--topk', '3', '--output', str(out)]) == 0
+    assert viz_cmd.main(['ranks', str(run_json), '--queries', '0', '1', '--topk', '3', '--output', str(out)]) == 0
     img = _png(out)
     assert img.shape[:2][::-1] == viz.ranks_picture_size(2, 3, 4, (96, 48)) == (4 * (4 * 48 + 8) + 5 * 6,
                                                                                24 + 2 * (16 + 96 + 8 + 6) + 6)
@@ -293,19 +299,18 @@ def test_viz_ranks_needs_saved_features(run_json, tmp_path, capsys):
     res['per_split'][0].pop('features_file')
     bare = tmp_path / 'bare.json'
     bare.write_text(json.dumps(res))
-    assert viz.main(['ranks', str(bare)]) == 2
+    assert viz_cmd.main(['ranks', str(bare)]) == 2
     assert '--save-features' in capsys.readouterr().err
-    assert viz.main(['ranks', str(run_json), '--queries', '999']) == 2
+    assert viz_cmd.main(['ranks', str(run_json), '--queries', '999']) == 2
     assert 'out of range' in capsys.readouterr().err
 
 
 def test_viz_keeps_an_existing_picture(tmp_path, capsys):
     """sinet-viz never replaces a file the user has without --overwrite."""
-    from reid_eval.viz import main as viz_main
     run = tmp_path / 'run.json'
     run.write_text(json.dumps({'model': 'm', 'dataset': 'd', 'mode': 'dense', 'metrics': {'cmc': [50.0, 100.0]},
                                'per_split': [{'metrics': {'cmc': [50.0, 100.0], 'mAP': 60.0}}]}))
     png = tmp_path / 'mine.png'
     png.write_bytes(b'user data')
-    assert viz_main(['cmc', str(run), '-o', str(png)]) == 2
+    assert viz_cmd.main(['cmc', str(run), '-o', str(png)]) == 2
     assert '--overwrite' in capsys.readouterr().err and png.read_bytes() == b'user data'

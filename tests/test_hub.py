@@ -23,9 +23,13 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from released_reference import released_forward, save_released_checkpoint
 
+from reid_eval import EvalOptions
+from sinet_cli import hub as hub_cmd
+from sinet_timm import drive as drive_lib
 from sinet_timm import hub
 from sinet_timm._zoo import ZooConfigError, load_entry, update_entry_file, zoo_entries
 from sinet_timm.convert import CheckpointError, sha256_of
+from sinet_timm.errors import HubError
 
 ZOO = ROOT / 'hub_configs'
 SYNTH = 'vreid_r50.synthmars'  # a test-only zoo entry: baseline model, 32x16 frames (fast on a CPU)
@@ -181,9 +185,9 @@ def test_record_edits_only_the_ours_block(tmp_path, capsys):
     assert after == before  # nothing else changed ...
     comments = [ln for ln in before_text.splitlines() if ln.lstrip().startswith('#')]
     assert all(c in path.read_text() for c in comments)  # ... and the comments are kept
-    with pytest.raises(hub.HubError, match="on 'lsvid', but sinet_r50.mars is evaluated on 'mars'"):
+    with pytest.raises(HubError, match="on 'lsvid', but sinet_r50.mars is evaluated on 'mars'"):
         hub.record(path, dict(summary, dataset='lsvid'))
-    with pytest.raises(hub.HubError, match='sampled protocol'):
+    with pytest.raises(HubError, match='sampled protocol'):
         hub.record(path, dict(summary, mode='sampled'))
 
 
@@ -236,15 +240,15 @@ def test_convert_checks_sha256_architecture_and_classes(released, tmp_path, caps
     entry = tmp_path / 'sinet_r50.mars.yaml'
     shutil.copy(ZOO / entry.name, entry)
     # no sha256 in the entry: printed with where to record it; --record-sha256 writes it
-    assert hub.main(['convert', str(entry), '--src', str(sinet_file), '--out', str(tmp_path / 'a')]) == 0
+    assert hub_cmd.main(['convert', str(entry), '--src', str(sinet_file), '--out', str(tmp_path / 'a')]) == 0
     digest = sha256_of(sinet_file)
     assert f'{digest}\n  the zoo entry has none yet' in capsys.readouterr().out
-    assert hub.main(['convert', str(entry), '--src', str(sinet_file), '--out', str(tmp_path / 'b'),
+    assert hub_cmd.main(['convert', str(entry), '--src', str(sinet_file), '--out', str(tmp_path / 'b'),
                      '--record-sha256']) == 0
     assert load_entry(entry)['source']['sha256'] == digest and '# Zoo entry' in entry.read_text()
     # a recorded sha256 is checked: both hashes are named, nothing is written
     update_entry_file(entry, 'source', 'sha256', 'e' * 64)
-    assert hub.main(['convert', str(entry), '--src', str(sinet_file), '--out', str(tmp_path / 'c')]) == 2
+    assert hub_cmd.main(['convert', str(entry), '--src', str(sinet_file), '--out', str(tmp_path / 'c')]) == 2
     err = capsys.readouterr().err
     assert f'the file has {digest}' in err and f"records {'e' * 64}" in err and not (tmp_path / 'c').exists()
     # wrong architecture
@@ -256,7 +260,7 @@ def test_convert_checks_sha256_architecture_and_classes(released, tmp_path, caps
     msg = str(e.value)
     assert 'classifier for 625 training identities, expected 842' in msg and 'not checked' in msg
     assert 'set num_classes: 625' in msg
-    assert hub.main(['convert', 'sinet_r50.mars', '--src', str(tmp_path / 'nope.pth.tar'), '--out',
+    assert hub_cmd.main(['convert', 'sinet_r50.mars', '--src', str(tmp_path / 'nope.pth.tar'), '--out',
                      str(tmp_path / 'f')]) == 2
     assert 'checkpoint not found' in capsys.readouterr().err
 
@@ -267,7 +271,7 @@ def test_card_is_valid_hub_metadata(tmp_path):
     results.write_text(json.dumps({'dataset': 'mars', 'architecture': 'sinet_r50', 'mode': 'dense',
                                    'metrics': {'mAP': 86.07, 'rank1': 90.71, 'rank5': 96.5, 'rank10': 97.6,
                                                'rank20': 98.4}}))
-    assert hub.main(['card', 'sinet_r50.mars', '--results', str(results), '--out', str(tmp_path)]) == 0
+    assert hub_cmd.main(['card', 'sinet_r50.mars', '--results', str(results), '--out', str(tmp_path)]) == 0
     text = (tmp_path / 'README.md').read_text()
     card = ModelCard.load(tmp_path / 'README.md')
     assert card.data.library_name == 'timm' and card.data.license == 'mit'
@@ -286,7 +290,7 @@ def test_card_is_valid_hub_metadata(tmp_path):
     # without results: paper only, and an existing README is kept unless --overwrite
     hub.write_card('sinet_r50.lsvid', tmp_path / 'l', log=lambda m: None)
     assert len(ModelCard.load(tmp_path / 'l' / 'README.md').data.eval_results) == 2
-    assert hub.main(['card', 'sinet_r50.mars', '--out', str(tmp_path)]) == 2
+    assert hub_cmd.main(['card', 'sinet_r50.mars', '--out', str(tmp_path)]) == 2
 
 
 # --- push to a loopback Hub ---------------------------------------------------------------------------------
@@ -465,7 +469,7 @@ def test_push_uploads_exactly_the_folder(hub_folder, path, monkeypatch, capsys):
 
 def test_push_dry_run_contacts_nothing(hub_folder, capsys):
     with FakeHub() as fake:
-        assert hub.main(['push', str(hub_folder), '--repo-id', 'test-org/x', '--dry-run', '--endpoint',
+        assert hub_cmd.main(['push', str(hub_folder), '--repo-id', 'test-org/x', '--dry-run', '--endpoint',
                          fake.url]) == 0
     out = capsys.readouterr().out
     assert fake.requests == []
@@ -482,17 +486,17 @@ def test_push_refuses_incomplete_or_foreign_folders(hub_folder, tmp_path, capsys
     shutil.copytree(hub_folder, folder)
     (folder / 'README.md').unlink()
     with FakeHub() as fake:
-        assert hub.main(['push', str(folder), '--repo-id', 'test-org/x', '--token', 't', '--endpoint',
+        assert hub_cmd.main(['push', str(folder), '--repo-id', 'test-org/x', '--token', 't', '--endpoint',
                          fake.url]) == 2
         assert 'is missing README.md' in capsys.readouterr().err and fake.requests == []
         shutil.copy(hub_folder / 'README.md', folder)
         cfg = json.loads((folder / 'config.json').read_text())
         (folder / 'config.json').write_text(json.dumps(dict(cfg, architecture='resnet50')))
-        with pytest.raises(hub.HubError, match="architecture 'resnet50' is not a SINet model"):
+        with pytest.raises(HubError, match="architecture 'resnet50' is not a SINet model"):
             hub.push(folder, 'test-org/x', token='t', endpoint=fake.url)
         (folder / 'config.json').write_text(json.dumps(cfg))
         (folder / 'model.safetensors').write_bytes(b'truncated')
-        with pytest.raises(hub.HubError, match='not a readable safetensors file'):
+        with pytest.raises(HubError, match='not a readable safetensors file'):
             hub.push(folder, 'test-org/x', token='t', endpoint=fake.url)
         assert fake.requests == []
 
@@ -510,10 +514,9 @@ def test_publish_then_verify_and_drift(released, tmp_path, monkeypatch):
     data = make_synthetic('mars', tmp_path / 'data', lengths=(1, 2, 3, 4))  # every tracklet is one clip
     out = tmp_path / 'hub' / SYNTH
     src = released['resnet50'][0]
-    eval_args = ['--workers', '0', '--no-progress', '--cache-dir', str(tmp_path / 'feat')]
+    options = EvalOptions(workers=0, progress=False, cache_dir=tmp_path / 'feat')
     with FakeHub(lfs_threshold=1 << 20) as fake:
-        res = hub.publish(entry, src=src, root=data, out_dir=out, token='hf_test', endpoint=fake.url,
-                          eval_args=eval_args)
+        res = hub_cmd.publish(entry, options, src=src, root=data, out_dir=out, token='hf_test', endpoint=fake.url)
     e = load_entry(entry)
     summary = json.loads((tmp_path / 'hub' / f'{SYNTH}.eval.json').read_text())
     assert e['source']['sha256'] == sha256_of(src)  # recorded on first publish
@@ -527,7 +530,7 @@ def test_publish_then_verify_and_drift(released, tmp_path, monkeypatch):
     code = textwrap.dedent(f"""
         import os
         os.environ['SINET_TIMM_ZOO_DIR'] = {str(zoo)!r}
-        from sinet_timm.hub import main
+        from sinet_cli.hub import main
         from sinet_timm._zoo import load_entry, update_entry_file
         args = ['verify', {SYNTH!r}, '--root', {str(data)!r}, '--workers', '0', '--no-progress']
         rc1 = main(args + ['--no-cache'])  # recomputed from the Hub weights
@@ -553,20 +556,20 @@ def test_publish_dry_run_changes_nothing_and_contacts_nothing(released, tmp_path
                                    'metrics': {'mAP': 41.234, 'rank1': 55.5}}))
     out = tmp_path / 'hub' / SYNTH
     with FakeHub() as fake:
-        assert hub.main(['publish', str(entry), '--src', str(released['resnet50'][0]), '--results', str(results),
+        assert hub_cmd.main(['publish', str(entry), '--src', str(released['resnet50'][0]), '--results', str(results),
                          '--out', str(out), '--dry-run', '--endpoint', fake.url]) == 0
     printed = capsys.readouterr().out
     assert fake.requests == [] and entry.read_text() == before  # the zoo file is untouched
     assert '+    mAP: 41.23' in printed and '(dry run: not written)' in printed and 'nothing was contacted' in printed
     assert '| 41.2 | 55.5 |' in (out / 'README.md').read_text()  # the card already shows them
     (out / 'notes.txt').write_text('mine')
-    assert hub.main(['publish', str(entry), '--src', str(released['resnet50'][0]), '--out', str(out),
+    assert hub_cmd.main(['publish', str(entry), '--src', str(released['resnet50'][0]), '--out', str(out),
                      '--dry-run']) == 2
     assert 'holds files publish does not write (notes.txt)' in capsys.readouterr().err
 
 
 def test_list_shows_the_zoo(capsys):
-    assert hub.main(['list']) == 0
+    assert hub_cmd.main(['list']) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in zoo_entries())
     assert 'sinet-timm/sinet_r50.mars' in out and '86.2 / 91.0' in out and 'tv_in1k' in out
@@ -574,7 +577,7 @@ def test_list_shows_the_zoo(capsys):
 
 def test_verify_without_recorded_metrics_is_an_error(tmp_path, capsys):
     entry = _synth_entry(tmp_path / 'zoo')
-    assert hub.main(['verify', str(entry), '--root', str(tmp_path)]) == 2
+    assert hub_cmd.main(['verify', str(entry), '--root', str(tmp_path)]) == 2
     assert 'has no recorded metrics.ours' in capsys.readouterr().err
 
 
@@ -620,5 +623,5 @@ def test_drive_file_with_wrong_sha256_is_refused_and_dropped(released, tmp_path)
     drive.mkdir(parents=True)
     shutil.copy(released['resnet50'][0], drive / f'{SYNTH}-fake-file-id.pth.tar')
     with pytest.raises(CheckpointError, match=f"records {'0' * 64}"):
-        hub.converted_from_drive(str(entry), cache_dir=tmp_path / 'c')
+        drive_lib.converted_from_drive(str(entry), cache_dir=tmp_path / 'c')
     assert not any(drive.iterdir()) and not (tmp_path / 'c' / 'converted').exists()

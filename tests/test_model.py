@@ -261,7 +261,7 @@ def test_sbm_fast_paths_equal_the_plain_computation():
 def test_inference_paths_on_device_match_float64(device):
     """What sinet-eval runs (channels_last, in-place SBM outputs; bf16 autocast and inductor on CUDA) gives the
     float64 embedding up to float32 rounding, and bf16 keeps the embedding's direction."""
-    from reid_eval.engine import for_inference
+    from reid_eval.models import for_inference
 
     torch.manual_seed(0)
     m = timm.create_model('sinet_r50', img_size=(128, 64)).eval()

@@ -125,5 +125,5 @@ def test_offline_without_cache_fails(tmp_path):
     r = run_offline("import timm, sinet_timm; timm.create_model('sinet_r50.mars', pretrained=True)", tmp_path / 'empty')
     assert r.returncode != 0
     assert 'WeightsUnavailableError: could not get the pretrained weights of sinet_r50.mars' in r.stderr
-    assert 'sinet_timm.convert' in r.stderr and 'local-dir:' in r.stderr  # says how to get the weights
+    assert 'sinet-convert' in r.stderr and 'local-dir:' in r.stderr  # says how to get the weights
 

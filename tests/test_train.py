@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 
 from reid_eval.datasets import load_dataset
 from reid_eval.synthetic import make_synthetic
+from sinet_cli.train import main, parse_config
 from sinet_timm import SINetOutput
-from sinet_train.cli import main, parse_config
 from sinet_train.data import (
     RE_VALUE,
     ClipTrainTransform,
@@ -521,10 +521,11 @@ def test_cuda_mixed_precision_step(amp):
 
 def test_train_chunks_follow_the_released_sampling_step():
     """The released LS-VID (48) and DukeV (32) loaders cut training tracklets; the last piece keeps the rest."""
-    from sinet_train.data import RELEASED_TRAIN_CHUNK, chunk_tracklets
+    from reid_eval.datasets import SPECS
+    from sinet_train.data import chunk_tracklets
     frames = tuple(f'f{i:03d}' for i in range(110))
     out = chunk_tracklets([(frames, 3, 1), (frames[:20], 4, 0)], 48)
     assert [len(p) for p, _, _ in out] == [48, 62, 20]  # 110 = 48 + 62 (last piece takes the remainder)
     assert out[1][0][0] == 'f048' and out[1][1:] == (3, 1)
     assert chunk_tracklets([(frames, 3, 1)], 0) == [(frames, 3, 1)]
-    assert RELEASED_TRAIN_CHUNK == {'lsvid': 48, 'dukev': 32}
+    assert {s.name: s.train_chunk for s in SPECS if s.train_chunk} == {'lsvid': 48, 'dukev': 32}

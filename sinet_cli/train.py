@@ -9,14 +9,25 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .losses import PAPER_FRAME_LOSS_WEIGHT, RELEASED_FRAME_LOSS_WEIGHT
-from .trainer import TrainConfig, TrainError, train
+import yaml
 
-_D = TrainConfig()
+from ._common import AMP_CHOICES, fail, run
+
+# the recipe's defaults (sinet_train.trainer.TrainConfig), repeated so that parsing needs no torch import (a test
+# checks that every default equals TrainConfig's)
+DEFAULTS: dict[str, Any] = dict(
+    model='sinet_r50', dataset='mars', split=0, train_chunk=None, img_size=(256, 128), frames_per_clip=4,
+    num_identities=8, num_instances=4, epochs=160, lr=3e-4, weight_decay=5e-4, milestones=(40, 80, 120), gamma=0.1,
+    margin=0.3, frame_loss_weight=0.001, temperature=0.07, flip_prob=0.5, erase_prob=0.5, amp='auto', clip_grad=None,
+    seed=1, workers=min(4, os.cpu_count() or 1), device='auto', eval_every=10, eval_mode='sampled',
+    eval_batch_clips=32, keep_checkpoints=1, stop_at_epoch=None, log_every=0)
+PAPER_FRAME_LOSS_WEIGHT = 0.01  # lambda2 in the paper's text (the released code uses DEFAULTS' 0.001)
+_D = argparse.Namespace(**DEFAULTS)
 
 
 class _ParseKwargs(argparse.Action):
@@ -86,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--gamma', type=float, default=_D.gamma)
     g.add_argument('--margin', type=float, default=_D.margin, help='triplet margin')
     g.add_argument('--frame-loss-weight', type=float, default=_D.frame_loss_weight,
-                   help=f'lambda2 of the frame InfoNCE loss (SBNet/SINet only): {RELEASED_FRAME_LOSS_WEIGHT} in the '
+                   help=f'lambda2 of the frame InfoNCE loss (SBNet/SINet only): {_D.frame_loss_weight} in the '
                         f'released code (default),\n{PAPER_FRAME_LOSS_WEIGHT} in the paper\'s text; 0 disables it')
     g.add_argument('--temperature', type=float, default=_D.temperature, help='InfoNCE temperature')
-    g.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default=_D.amp,
+    g.add_argument('--amp', choices=AMP_CHOICES, default=_D.amp,
                    help='autocast on CUDA (auto: bf16 where supported, else fp16 with a GradScaler); off on CPU')
     g.add_argument('--clip-grad', type=float, default=_D.clip_grad, help='clip the gradient norm to this value')
     g.add_argument('--seed', type=int, default=_D.seed)
@@ -113,12 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_settings(path: Path) -> dict[str, Any]:
+    from sinet_train import TrainError
+
     try:
         text = path.read_text()
     except OSError as e:
         raise TrainError(f'cannot read --config {path}: {e}') from e
     if path.suffix in ('.yaml', '.yml'):
-        import yaml
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)
@@ -132,10 +144,17 @@ def _read_settings(path: Path) -> dict[str, Any]:
 _NOT_DEFAULTS = ('output', 'resume', 'overwrite', 'stop_at_epoch')
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """Command line -> :class:`TrainConfig` (with ``--config`` or, for ``--resume``, the run's settings)."""
+def parse_config(argv: list[str] | None = None) -> Any:
+    """Command line -> :class:`~sinet_train.TrainConfig` (with ``--config`` or, for ``--resume``, the run's
+    settings)."""
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
+    return _config(parser, first, argv)
+
+
+def _config(parser: argparse.ArgumentParser, first: argparse.Namespace, argv: list[str] | None) -> Any:
+    from sinet_train import TrainConfig, TrainError
+
     defaults: dict[str, Any] = {}
     if first.config:
         defaults.update(_read_settings(first.config))
@@ -147,24 +166,24 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         raise TrainError(f'unknown settings in the configuration file: {", ".join(unknown)}')
     parser.set_defaults(**{k: v for k, v in defaults.items() if k not in _NOT_DEFAULTS})
     args = parser.parse_args(argv)
-    if not args.output:
-        parser.error('--output is required: the run folder')
     values = {k: v for k, v in vars(args).items() if k in fields}
     return TrainConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reid_eval.datasets import DatasetLayoutError
-    from reid_eval.engine import WorkersDiedError, frame_error_message
+    parser = build_parser()
+    first = parser.parse_args(argv)  # --help and mistyped flags are answered before torch is imported
+    if not first.output:
+        return fail('--output is required: the run folder')
 
-    from .data import FrameReadError, TrainDataError
-    try:
-        cfg = parse_config(argv)
-        train(cfg)
-    except (TrainError, TrainDataError, DatasetLayoutError, FrameReadError, WorkersDiedError) as e:
-        print(f'error: {frame_error_message(e) if isinstance(e, FrameReadError) else e}', file=sys.stderr)
-        return 2
-    return 0
+    def train_run() -> int:
+        from sinet_train import train
+
+        train(_config(parser, first, argv))
+        return 0
+
+    return run(train_run, interrupted=f'the last finished epoch is checkpointed in {first.output}; continue with '
+                                      f'sinet-train --output {first.output} --resume')
 
 
 if __name__ == '__main__':

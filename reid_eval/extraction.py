@@ -1,48 +1,40 @@
-"""Feature extraction for video re-ID evaluation: clips batched across tracklets, cached and resumable.
+"""Feature extraction: clips batched across tracklets, decoded by one worker pool, cached and resumable.
 
 Every tracklet is turned into clips by the test protocol (:mod:`reid_eval.protocol`). All clips of all tracklets
 are batched together (the released code ran one tracklet per batch) and decoded by DataLoader workers. Clip
-embeddings are written to the feature cache in shards with an atomic rename, so an interrupted run resumes from
-the last finished shard, and a rerun with the same weights, dataset, split and mode reuses the features.
-With ``torchrun`` the shards are divided between ranks; rank 0 gathers them from the cache and ranks.
+embeddings are written to the feature cache (:mod:`reid_eval.cache`) in shards with an atomic rename, so an
+interrupted run resumes from the last finished shard, and a rerun with the same weights, dataset, split and mode
+reuses the features. With ``torchrun`` the shards are divided between ranks; rank 0 gathers them from the cache.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import timm.data
 import torch
 import torch.distributed as dist
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from .cache import load_shard, save_shard
+from .errors import EvalError, FrameReadError, WorkersDiedError
 from .protocol import make_clips
 
+__all__ = [
+    'AMP_CHOICES', 'ClipDataset', 'ExtractPlan', 'ExtractStats', 'FrameFailure', 'FramePreprocess', 'collate_clips',
+    'default_batch_clips', 'extract_features', 'open_frame', 'reporting_worker_death', 'resolve_amp',
+]
+
 Tracklet = tuple[Sequence[str], int, int]  # (frame paths, pid, camid), as torchreid's datasets give
-
-
-class FrameReadError(OSError):
-    """A frame image could not be read or decoded."""
-
-
-class WorkersDiedError(RuntimeError):
-    """A DataLoader worker died: killed (typically for lack of memory) or crashed in native code. ``report`` is
-    torch's line about it; the message adds what to do."""
-
-    def __init__(self, report: str, advice: str) -> None:
-        super().__init__(f'a DataLoader worker died ({report}); {advice}')
-        self.report = report
-
+AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 
 _WORKER_DEATH = re.compile(r'DataLoader worker \(pid[^\n]*')  # torch's report, whichever of its forms
 
@@ -52,7 +44,9 @@ def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
     """Turn torch's report of a dead DataLoader worker into a :class:`WorkersDiedError` carrying ``advice``
     (a callable is asked when it happens). torch raises it from a SIGCHLD handler, i.e. wherever the main
     process happens to be (often deep inside the model's forward), so everything that runs while the loader's
-    workers live goes under this. Nested, the outermost advice wins: it knows what a rerun can resume."""
+    workers live goes under this. Nested, the outermost advice wins: it knows what a rerun can resume.
+
+    (torch's report is a plain RuntimeError: recognising it by its text is the only way there is.)"""
     try:
         yield
     except RuntimeError as e:
@@ -65,51 +59,47 @@ def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
         raise WorkersDiedError(report, advice() if callable(advice) else advice) from None
 
 
-def output_taken(path: Path | None, overwrite: bool) -> str | None:
-    """The message for an output file that exists and may not be replaced (None when it is fine to write)."""
-    if path is not None and path.exists() and not overwrite:
-        return f'{path} exists; pass --overwrite to replace it or choose another --output'
-    return None
+class FrameFailure(NamedTuple):
+    """A frame that could not be read, handed back as data by a DataLoader worker (an exception raised in a worker
+    reaches the main process as text only)."""
+
+    path: str
+    reason: str
 
 
-def frame_error_message(e: BaseException) -> str:
-    """The user-facing part of a FrameReadError, also when a DataLoader worker re-raised it inside a traceback."""
-    msg = str(e)
-    i = msg.find('cannot read')
-    return msg[i:].strip() if i >= 0 else msg
+def open_frame(path: str) -> Image.Image:
+    """An RGB image, or :class:`FrameReadError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert('RGB')
+    except (OSError, SyntaxError, ValueError) as e:
+        raise FrameReadError(path, str(e)) from None
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """Content hash of a model's state dict (names, dtypes, shapes and values), whatever file it came from."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f'{k}:{t.dtype}:{tuple(t.shape)};'.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return h.hexdigest()
+def collate_clips(items: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor] | tuple[FrameFailure, None]:
+    """Stack ``(clip, index)`` items; a batch with an unreadable frame becomes ``(FrameFailure, None)``."""
+    for x, _ in items:
+        if isinstance(x, FrameFailure):
+            return x, None
+    return torch.stack([x for x, _ in items]), torch.tensor([i for _, i in items])
 
 
 class ClipDataset(Dataset):
-    """Decodes and preprocesses the frames of one clip per item: returns ((T, 3, H, W) tensor, clip index)."""
+    """Decodes and preprocesses the frames of one clip per item: returns ((T, 3, H, W) tensor, clip index), or a
+    :class:`FrameFailure` in place of the tensor (see :func:`collate_clips`)."""
 
-    def __init__(self, clips: Sequence[tuple[str, ...]], transform):
+    def __init__(self, clips: Sequence[tuple[str, ...]], transform: Callable):
         self.clips = clips
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def _load(self, path: str) -> Image.Image:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | FrameFailure, int]:
         try:
-            with Image.open(path) as img:
-                return img.convert('RGB')
-        except (OSError, SyntaxError, ValueError) as e:
-            raise FrameReadError(
-                f'cannot read frame {path}: {e}. Replace or delete the file (and its entry in the dataset lists); '
-                'finished feature shards are kept, so a rerun resumes where this one stopped.') from None
-
-    def __getitem__(self, i: int):
-        return torch.stack([self.transform(self._load(p)) for p in self.clips[i]]), i
+            return torch.stack([self.transform(open_frame(p)) for p in self.clips[i]]), i
+        except FrameReadError as e:
+            return FrameFailure(e.path, e.reason), i
 
 
 @dataclass(frozen=True)
@@ -125,22 +115,20 @@ class FramePreprocess:
     to_uint8: Callable  # PIL image -> (3, H, W) uint8 tensor
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    data_config: dict[str, Any] = field(default_factory=dict, compare=False)  # the timm data config it came from
     _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> (mean, std)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> FramePreprocess:
         """The preprocessing of the model's data config (``timm.data.resolve_data_config``); a ``torch.compile``d
         model is read through to the module it wraps."""
-        import timm.data
-
         return cls.from_data_config(timm.data.resolve_data_config({}, model=getattr(model, '_orig_mod', model)))
 
     @classmethod
     def from_data_config(cls, cfg: dict[str, Any]) -> FramePreprocess:
         """The preprocessing of a timm data config (``input_size``, ``interpolation``, ``mean``, ``std``, ...)."""
-        import timm.data
-
-        return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']))
+        return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']),
+                   dict(cfg))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., 3, H, W) -> float32, scaled to [0, 1] and normalised, on ``x``'s device."""
@@ -166,7 +154,7 @@ class ExtractPlan:
         clips, owner = [], []
         for t, (paths, pid, _camid) in enumerate(tracklets):
             if len(paths) == 0:
-                raise ValueError(f'tracklet {t} (identity {pid}) has no frames; fix or remove it from the dataset')
+                raise EvalError(f'tracklet {t} (identity {pid}) has no frames; fix or remove it from the dataset')
             for c in make_clips(paths, mode, clip_len):
                 clips.append(c)
                 owner.append(t)
@@ -204,43 +192,15 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
-
-
-def add_extraction_arguments(p: argparse.ArgumentParser, workers_help: str) -> None:
-    """``--device``, ``--amp``, ``--batch-clips`` and ``--workers``, as sinet-eval and sinet-extract take them."""
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    p.add_argument('--amp', choices=AMP_CHOICES, default='auto',
-                   help='autocast dtype on CUDA (auto: bf16); always off on CPU')
-    p.add_argument('--batch-clips', type=int, default=None,
-                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
-    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help=workers_help)
-
-
-def extraction_arguments_error(args: argparse.Namespace) -> str | None:
-    """What is wrong with the arguments of :func:`add_extraction_arguments`, or None."""
-    if args.batch_clips is not None and args.batch_clips < 1:
-        return f'--batch-clips must be a positive number of clips, got {args.batch_clips}'
-    if args.workers < 0:
-        return f'--workers must be >= 0 (0 decodes in the main process), got {args.workers}'
-    return None
-
-
-AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
-
-
-def _check_amp(amp: str) -> None:
+def check_amp(amp: str) -> None:
     if amp not in AMP_CHOICES:
-        raise ValueError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
+        raise EvalError(f'amp must be one of {", ".join(AMP_CHOICES)}; got {amp!r}')
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     """The autocast setting the command-line tools use: ``auto`` is bf16 on CUDA; autocast is off on CPUs (their
     float32 path is the tested, faster one there)."""
-    _check_amp(amp)
+    check_amp(amp)
     if device.type != 'cuda':
         return 'off'
     return 'bf16' if amp == 'auto' else amp
@@ -253,12 +213,6 @@ def default_batch_clips(device: torch.device) -> int:
     return 32 if device.type == 'cuda' else 4
 
 
-def for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Eval mode on ``device`` in channels_last, the faster layout for the SINet family on GPUs (cuDNN) and on
-    CPUs (oneDNN: about 10% faster than NCHW for every model of the family; see benchmarks/bench_model.py)."""
-    return model.eval().to(device).to(memory_format=torch.channels_last)
-
-
 def _shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
     return s * shard_clips, min((s + 1) * shard_clips, num_clips)
 
@@ -266,7 +220,7 @@ def _shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
 def extract_features(
         model: torch.nn.Module,
         plan: ExtractPlan,
-        transform,
+        transform: FramePreprocess | Callable,
         cache_dir: Path | None,
         device: torch.device,
         batch_clips: int | None = None,
@@ -286,8 +240,8 @@ def extract_features(
     One set of DataLoader workers serves all shards, so decoding runs on across shard boundaries.
     """
     if not plan.clips:
-        raise ValueError('there are no tracklets to embed')
-    _check_amp(amp)
+        raise EvalError('there are no tracklets to embed')
+    check_amp(amp)
     if amp == 'auto':
         amp = resolve_amp(amp, device)
     batch_clips = batch_clips or default_batch_clips(device)
@@ -306,7 +260,6 @@ def extract_features(
 
     bar = None
     if progress and rank == 0 and todo:
-        from tqdm.auto import tqdm
         total = sum(hi - lo for lo, hi in (_shard_range(s, shard_clips, len(plan.clips)) for s in todo))
         total *= len(plan.clips[0])
         bar = tqdm(total=total, unit='frame', unit_scale=True, desc=f'extract ({plan.mode})', dynamic_ncols=True)
@@ -318,15 +271,18 @@ def extract_features(
                for s in todo for lo, hi in [_shard_range(s, shard_clips, len(plan.clips))]
                for b in range(lo, hi, batch_clips)]
     loader = DataLoader(ClipDataset(plan.clips, frame_transform), batch_sampler=[b for _, b in batches],
-                        num_workers=workers, pin_memory=use_cuda) if batches else []
+                        num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips) if batches else []
     embs, events = [], []
+    kept = (f'Finished feature shards are kept in {cache_dir}: a rerun resumes from them.' if cache_dir is not None
+            else 'Nothing was cached, so a rerun starts again.')
     advice = (f'it was most likely killed for lack of memory: use fewer workers (--workers, now {workers}) or '
-              f'fewer clips per batch (--batch-clips, now {batch_clips}). '
-              + (f'Finished feature shards are kept in {cache_dir}: a rerun resumes from them.'
-                 if cache_dir is not None else 'Nothing was cached, so a rerun starts again.'))
+              f'fewer clips per batch (--batch-clips, now {batch_clips}). {kept}')
     # (the bar is closed whatever happens: tqdm would otherwise print it again below the error)
     with bar if bar is not None else contextlib.nullcontext(), reporting_worker_death(advice), torch.inference_mode():
         for k, (x, idx) in enumerate(loader):
+            if isinstance(x, FrameFailure):
+                raise FrameReadError(x.path, x.reason, 'Replace or delete the file (and its entry in the dataset '
+                                     f'lists). {kept}')
             x = x.to(device, non_blocking=True)
             if pre is not None:
                 x = pre.normalize(x)
@@ -354,7 +310,7 @@ def extract_features(
             stats.model_seconds += sum(a.elapsed_time(b) for a, b in events) / 1e3
             embs, events = [], []
             if shard_path is not None:
-                _atomic_save({'emb': out}, shard_path(s))
+                save_shard(out, shard_path(s))
             results[s] = out
             stats.computed_shards += 1
     stats.seconds = time.perf_counter() - t0
@@ -362,23 +318,9 @@ def extract_features(
         dist.barrier()
         if rank != 0:
             return None, stats
-    shards = [results[s] if s in results else load_file(str(shard_path(s)))['emb'] for s in range(n_shards)]
-    clip_emb = torch.cat(shards) if shards else torch.empty(0, model.num_features)
+    shards = [results[s] if s in results else load_shard(shard_path(s)) for s in range(n_shards)]
+    clip_emb = torch.cat(shards)
     owner = torch.tensor(plan.owner, dtype=torch.long)
     feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)
     counts = torch.bincount(owner, minlength=plan.num_tracklets).clamp_min(1).unsqueeze(1)
     return feats / counts, stats
-
-
-def cache_folder(root: Path, weights: str, dataset: str, split: int, plan: ExtractPlan) -> Path:
-    """Cache folder of one (weights, dataset, split, mode) combination; the plan digest guards stale lists."""
-    return root / weights[:16] / f'{dataset}-split{split}-{plan.mode}-{plan.digest()[:12]}'
-
-
-def write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    p = folder / 'meta.json'
-    if not p.exists():
-        tmp = folder / f'.meta.{os.getpid()}.tmp'
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, p)

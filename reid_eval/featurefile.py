@@ -1,0 +1,146 @@
+"""Feature files: the embeddings ``sinet-extract`` writes (and ``sinet-search`` reads), and the query/gallery
+features a ``sinet-eval --save-features`` run keeps beside its JSON (what ``sinet-viz ranks`` reads).
+
+A features file is a safetensors file holding ``features`` (N, D) float32 and ``num_frames`` (N,), with the
+tracklet ``names`` (a JSON list), the model id and the weights' sha256 (:func:`reid_eval.models.weights_sha256`) in
+its metadata; read it with :func:`load_features`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import FeatureFileError, OutputExistsError
+from .results import EvalResult, versions
+
+__all__ = ['FEATURES_FORMAT', 'RUN_FEATURES_FORMAT', 'FeatureSet', 'load_features', 'save_features',
+           'save_run_features']
+
+FEATURES_FORMAT = 'sinet-timm-features/1'
+RUN_FEATURES_FORMAT = 'sinet-timm-run-features/1'
+
+
+@dataclass
+class FeatureSet:
+    """The content of a features file: (N, D) embeddings, their tracklet names and the file's metadata."""
+
+    features: torch.Tensor
+    names: list[str]
+    metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return self.metadata.get('weights_sha256')
+
+    @property
+    def model(self) -> str:
+        return self.metadata.get('model', 'unknown model')
+
+
+def _atomic_write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_features(
+        path: str | Path,
+        features: torch.Tensor,
+        names: Sequence[str],
+        *,
+        model: str,
+        weights_sha256: str,
+        num_frames: Sequence[int] | None = None,
+        metadata: dict[str, str] | None = None,
+        overwrite: bool = False,
+) -> Path:
+    """Write a features file (see the module docstring); refuses to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f'{path} exists; pass --overwrite (overwrite=True) to replace it or choose another '
+                                'output')
+    if features.dim() != 2 or features.shape[0] != len(names):
+        raise FeatureFileError(f'features must be (N, D) with N = {len(names)} names, got shape {list(features.shape)}')
+    meta = {'format': FEATURES_FORMAT, 'model': model, 'weights_sha256': weights_sha256,
+            'names': json.dumps(list(names)), 'embedding_dim': str(features.shape[1]), 'mode': 'dense',
+            'created': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
+            'versions': json.dumps(versions())}
+    meta.update(metadata or {})
+    tensors = {'features': features.float().cpu()}
+    if num_frames is not None:
+        tensors['num_frames'] = torch.as_tensor(list(num_frames), dtype=torch.int64)
+    _atomic_write(tensors, meta, path)
+    return path
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """Read a features file written by ``sinet-extract`` / :func:`save_features`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f'features file {path} does not exist; make one with `sinet-extract INPUT --output '
+                               f'{path.name}`')
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            meta = dict(f.metadata() or {})
+            keys = set(f.keys())
+            if 'features' not in keys:
+                hint = (' (it is a sinet-eval --save-features file: use sinet-viz ranks on its run JSON)'
+                        if 'query_features' in keys else '')
+                raise FeatureFileError(f"{path} has no 'features' tensor: it is not a sinet-extract features file"
+                                       f'{hint}')
+            feats = f.get_tensor('features')
+    except FeatureFileError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for a damaged or foreign file
+        raise FeatureFileError(f'cannot read {path} as a safetensors features file: {e}') from None
+    if feats.dim() != 2:
+        raise FeatureFileError(f"{path}: 'features' must be (N, D), got shape {list(feats.shape)}")
+    try:
+        names = json.loads(meta['names']) if 'names' in meta else [str(i) for i in range(feats.shape[0])]
+    except json.JSONDecodeError as e:
+        raise FeatureFileError(f"{path}: the 'names' metadata is not a JSON list ({e})") from None
+    if len(names) != feats.shape[0]:
+        raise FeatureFileError(f'{path}: {len(names)} names for {feats.shape[0]} feature rows')
+    return FeatureSet(feats.float(), [str(n) for n in names], meta, path)
+
+
+def save_run_features(json_path: str | Path, result: EvalResult) -> dict[int, str]:
+    """Write the query/gallery features of an evaluation next to its results JSON; returns split -> file name.
+
+    One file per split: ``<json stem>.features.safetensors`` (``<json stem>.split<N>.features.safetensors`` for
+    several splits); record the names in the JSON (``EvalResult.to_json(features_files=...)``). Tensors:
+    ``query_features``, ``gallery_features`` (the gallery as ranked; for MARS the query tracklets come first),
+    ``{query,gallery}_{pids,camids,tracklets}``; tracklet ids index the dataset's query list followed by its
+    gallery list (``load_dataset(...).query + .gallery``).
+    """
+    json_path = Path(json_path)
+    written: dict[int, str] = {}
+    for entry in result.per_split:
+        q, g = entry.query, entry.gallery
+        if q is None or g is None:
+            continue
+        suffix = f'.split{entry.split}' if len(result.per_split) > 1 else ''
+        path = json_path.with_name(f'{json_path.stem}{suffix}.features.safetensors')
+        meta = {'format': RUN_FEATURES_FORMAT, 'model': str(result.model), 'weights_sha256': str(result.weights_sha256),
+                'dataset': str(result.dataset), 'dataset_format': str(result.dataset_format),
+                'root': str(Path(result.root).resolve()), 'split': str(entry.split), 'mode': str(result.mode),
+                'tracklet_ids': 'index into load_dataset(dataset_format, root, split).query + .gallery'}
+        tensors = {'query_features': q.features, 'gallery_features': g.features, 'query_pids': q.pids,
+                   'query_camids': q.camids, 'gallery_pids': g.pids, 'gallery_camids': g.camids,
+                   'query_tracklets': q.tracklet_ids, 'gallery_tracklets': g.tracklet_ids}
+        _atomic_write(tensors, meta, path)
+        written[entry.split] = path.name
+    return written

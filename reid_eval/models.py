@@ -1,0 +1,205 @@
+"""The model side of an evaluation: any timm name, a released checkpoint, or a module of your own.
+
+:func:`load_model` turns what the caller has into a :class:`LoadedModel`, a module that maps float clips
+``(B, T, 3, H, W)`` to ``(B, D)`` embeddings, with where its weights come from and its per-frame preprocessing:
+
+* a zoo / timm name (``sinet_r50.mars``, ``vreid_r50``), ``hf-hub:ORG/NAME`` or ``local-dir:FOLDER``;
+* the authors' released ``.pth.tar`` (or a converted ``.safetensors``), architecture read from its keys;
+* any ``torch.nn.Module`` that maps clips to embeddings;
+* a timm *image* model (module or name, input ``(B, 3, H, W)``): every frame is embedded on its own and the frame
+  embeddings are averaged over each clip (:class:`FrameAverage`), the standard video baseline; every output of the
+  evaluation says so.
+
+The preprocessing comes from the model's pretrained cfg (``timm.data.resolve_data_config``) unless the caller
+overrides it; a module without a pretrained cfg gets the family's re-ID preprocessing (256x128, bicubic, ImageNet
+mean/std, no crop).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import timm.data
+import torch
+import torch.nn as nn
+
+from sinet_timm.archs import ARCHITECTURES
+from sinet_timm.convert import load_released
+from sinet_timm.errors import WeightsUnavailableError
+from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
+
+from .errors import EvalError
+
+__all__ = ['CHECKPOINT_SUFFIXES', 'FrameAverage', 'LoadedModel', 'MODEL_INPUTS', 'check_model_name', 'for_inference',
+           'load_model', 'weights_sha256']
+
+MODEL_INPUTS = ('auto', 'clips', 'frames')
+CHECKPOINT_SUFFIXES = ('.pth', '.tar', '.pt', '.safetensors')
+FRAMES_NOTE = 'image model: frame embeddings averaged over each clip'
+
+
+class FrameAverage(nn.Module):
+    """A timm image model as a video re-ID model: each frame of a clip is embedded on its own and the frame
+    embeddings are averaged (the standard video baseline). Input ``(B, T, 3, H, W)``, output ``(B, D)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.pretrained_cfg = getattr(model, 'pretrained_cfg', {})  # for timm.data.resolve_data_config
+        self.num_features = getattr(model, 'num_features', None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise EvalError(f'FrameAverage expects clips (B, T, 3, H, W), got shape {list(x.shape)}')
+        b, t = x.shape[:2]
+        emb = self.model(x.flatten(0, 1))
+        if emb.dim() != 2:
+            raise EvalError(f'the image model returned a {emb.dim()}-D output of shape {list(emb.shape)} for a batch '
+                            'of frames; expected (N, D) embeddings: create it with num_classes=0')
+        return emb.unflatten(0, (b, t)).mean(dim=1)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the evaluation, with the facts every output reports."""
+
+    module: nn.Module  # eval mode; maps float clips (B, T, 3, H, W) to (B, D)
+    name: str  # as the caller named it ('sinet_r50.mars', a file, a class name)
+    weights: str  # where the weights come from ('sinet_r50.mars', 'vreid_r50 (random init)', 'file:/x.pth.tar')
+    architecture: str | None  # the registered architecture, when known
+    input: str  # 'clips', or 'frames': an image model whose frame embeddings are averaged over each clip
+    data_config: dict[str, Any] = field(default_factory=dict)  # timm data config of the per-frame preprocessing
+    clip_len: int = CLIP_LEN
+    random_weights: bool = False  # pretrained=False: numbers only show that the pipeline runs
+    weights_finite: bool = True  # every floating-point weight is finite (checked once at load)
+
+    @property
+    def input_note(self) -> str:
+        """What every output says about how the model sees a clip ('' for video models)."""
+        return FRAMES_NOTE if self.input == 'frames' else ''
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Content hash of a model's state dict (names, dtypes, shapes and values), whatever file it came from."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f'{k}:{t.dtype}:{tuple(t.shape)};'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+
+def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """Eval mode on ``device`` in channels_last, the faster layout for the SINet family on GPUs (cuDNN) and on
+    CPUs (oneDNN: about 10% faster than NCHW for every model of the family; see benchmarks/bench_model.py)."""
+    return model.eval().to(device).to(memory_format=torch.channels_last)
+
+
+def _weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+
+
+def _data_config(module: nn.Module, override: dict[str, Any] | None) -> dict[str, Any]:
+    if getattr(module, 'pretrained_cfg', None):
+        return timm.data.resolve_data_config(dict(override or {}), model=module)
+    return timm.data.resolve_data_config(dict(override or {}), pretrained_cfg=video_cfg())
+
+
+def _unknown_model(name: str) -> EvalError:
+    zoo = [n for n in timm.list_pretrained() if n.split('.')[0] in ARCHITECTURES and not n.endswith('.tv_in1k')]
+    return EvalError(
+        f'unknown model {name!r}: timm has no such architecture. Video re-ID models: {", ".join(ARCHITECTURES)}; '
+        f'with weights: {", ".join(zoo)}. Any timm image model (e.g. resnet50.tv_in1k) is evaluated frame by '
+        'frame; hf-hub:ORG/NAME and local-dir:FOLDER work too.')
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`EvalError` for a name timm cannot create (files, ``hf-hub:`` and ``local-dir:`` pass)."""
+    if ':' in name or Path(name).suffix in CHECKPOINT_SUFFIXES:
+        return
+    if not timm.is_model(name.split('.')[0]):
+        raise _unknown_model(name)
+
+
+def _create(name: str, pretrained: bool) -> nn.Module:
+    check_model_name(name)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except WeightsUnavailableError:
+        raise
+    except RuntimeError as e:
+        if 'Invalid pretrained tag' in str(e) or 'Unknown model' in str(e):
+            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags.') from None
+        raise
+    except (OSError, ValueError) as e:
+        mod = type(e).__module__ or ''
+        if pretrained and (isinstance(e, OSError) or mod.startswith(('huggingface_hub', 'requests', 'httpx'))):
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise WeightsUnavailableError(
+                f'could not get the pretrained weights of {name}: {type(e).__name__}: {first}\nOffline, point '
+                'HF_HUB_CACHE at a cache that has them, or evaluate random weights (--no-pretrained).') from e
+        raise
+
+
+def load_model(
+        model: str | Path | nn.Module | LoadedModel,
+        *,
+        pretrained: bool = True,
+        checkpoint: str | Path | None = None,
+        seed: int | None = None,
+        input: str = 'auto',
+        data_config: dict[str, Any] | None = None,
+        name: str | None = None,
+) -> LoadedModel:
+    """What the caller has -> a :class:`LoadedModel` in eval mode with ``num_classes=0`` (see the module docstring).
+
+    Args:
+        model: a timm / zoo / ``hf-hub:`` / ``local-dir:`` name, a checkpoint file, an ``nn.Module`` or a
+            :class:`LoadedModel` (returned as is, ``data_config`` applied).
+        pretrained: load the name's weights; ``False`` draws random weights (with ``seed`` when given).
+        checkpoint: a released ``.pth.tar`` or converted ``.safetensors`` to load into the architecture that
+            ``model`` names (or the one its keys show, when ``model`` is None).
+        input: ``auto`` (video models take clips, timm image models frames), ``clips`` or ``frames``.
+        data_config: timm data-config fields that override the model's preprocessing.
+        name: how outputs name the model (default: as given).
+    """
+    if input not in MODEL_INPUTS:
+        raise EvalError(f'input must be one of {", ".join(MODEL_INPUTS)}; got {input!r}')
+    if isinstance(model, LoadedModel):
+        if data_config:
+            model.data_config = _data_config(model.module, data_config)
+        return model
+    if isinstance(model, (str, Path)) and checkpoint is None and Path(model).suffix in CHECKPOINT_SUFFIXES \
+            and Path(model).is_file():
+        model, checkpoint = None, model
+    if checkpoint is not None:
+        arch = str(model).split('.')[0] if model and ':' not in str(model) else None
+        module = load_released(checkpoint, arch)
+        module.reset_classifier(0)
+        arch = module.pretrained_cfg.get('architecture')
+        weights = f'file:{Path(checkpoint).resolve()}'
+        label, random = name or (str(model) if model else arch), False
+    elif isinstance(model, nn.Module):
+        module, weights, random = model, f'{type(model).__name__} module (weights as given)', False
+        arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+        label = name or arch or type(model).__name__
+    else:
+        label = name or str(model)
+        if not pretrained and seed is not None:
+            torch.manual_seed(seed)  # random weights are the same on every run, so their features cache
+        module = _create(str(model), pretrained)
+        arch = module.pretrained_cfg.get('architecture') or str(model).split('.')[0]
+        weights, random = (str(model), False) if pretrained else (f'{model} (random init)', True)
+    video = isinstance(module, VideoReIDNet)
+    frames = input == 'frames' or (input == 'auto' and not video and bool(getattr(module, 'pretrained_cfg', None)))
+    if frames:
+        if video:
+            raise EvalError(f'{label} is a video model: it takes clips, not frames (input="clips" or "auto")')
+        module = FrameAverage(module)
+    return LoadedModel(
+        module=module.eval(), name=label, weights=weights, architecture=arch, input='frames' if frames else 'clips',
+        data_config=_data_config(module, data_config), clip_len=int(getattr(module, 'clip_len', CLIP_LEN)),
+        random_weights=random, weights_finite=_weights_finite(module))

@@ -1,0 +1,59 @@
+"""What every command shares: running the library with one-line errors, and the extraction options.
+
+Only the standard library is imported here: parsers are built and arguments parsed before torch is imported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# the choices of the library's options, repeated so that parsing needs no torch import (a test checks they match)
+AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
+MODES = ('dense', 'sampled')
+RANKERS = ('numpy', 'torchreid')
+
+
+def fail(message: str) -> int:
+    """Print ``error: message`` on stderr; return the exit status of a user error (2)."""
+    print(f'error: {message}', file=sys.stderr)
+    return 2
+
+
+def run(action: Callable[[], int | None], interrupted: str = '') -> int:
+    """Run ``action`` (a command's work, which imports the library); a user error becomes one ``error:`` line and
+    exit status 2, Ctrl-C one line (with ``interrupted``: what a rerun resumes) and exit status 130."""
+    try:
+        from sinet_timm.errors import SinetTimmError  # the library, imported once the arguments are known
+    except KeyboardInterrupt:
+        return _interrupted(interrupted)
+    try:
+        return action() or 0
+    except SinetTimmError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return _interrupted(interrupted)
+
+
+def _interrupted(what: str) -> int:
+    print(f'interrupted{": " + what if what else ""}', file=sys.stderr)
+    return 130
+
+
+def output_taken(path: Path | None, overwrite: bool) -> str | None:
+    """The message for an output file that exists and may not be replaced (None when it is fine to write)."""
+    if path is not None and path.exists() and not overwrite:
+        return f'{path} exists; pass --overwrite to replace it or choose another --output'
+    return None
+
+
+def add_extraction_arguments(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """``--device``, ``--amp``, ``--batch-clips`` and ``--workers``, as sinet-eval and sinet-extract take them."""
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (auto: the GPU if there is one)')
+    p.add_argument('--amp', choices=AMP_CHOICES, default='auto',
+                   help='autocast dtype on CUDA (auto: bf16); always off on CPU')
+    p.add_argument('--batch-clips', type=int, default=None,
+                   help='4-frame clips per forward pass (default: 32 on CUDA, 4 on CPU, where it is faster)')
+    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), help=workers_help)
