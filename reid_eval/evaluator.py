@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .cache import cache_folder, default_cache_dir, write_meta
+from .cache import FeatureCache, default_cache_dir
 from .datasets import check_layout, get_spec, load_dataset
 from .errors import EvalError
 from .extraction import AMP_CHOICES, ExtractPlan, FramePreprocess, extract_features, resolve_amp
@@ -68,6 +68,8 @@ class EvalOptions:
             raise EvalError(f'--batch-clips must be a positive number of clips, got {self.batch_clips}')
         if self.workers < 0:
             raise EvalError(f'--workers must be >= 0 (0 decodes in the main process), got {self.workers}')
+        if self.shard_clips < 1:
+            raise EvalError(f'--shard-clips must be a positive number of clips, got {self.shard_clips}')
         if self.rank_chunk < 1:
             raise EvalError(f'--rank-chunk must be a positive number of queries, got {self.rank_chunk}')
         if self.amp not in AMP_CHOICES:
@@ -198,14 +200,17 @@ def evaluate_split(
     t_load = time.perf_counter() - t0
     spec = get_spec(data.name)
     tracklets = list(data.query) + list(data.gallery)
-    plan = ExtractPlan.build(tracklets, options.mode, options.clip_len or clip_len)
-    cache = None
-    if options.cache:
-        cache = cache_folder(Path(options.cache_dir or default_cache_dir()), weights, data.name, split, options.mode,
-                             plan.digest())
-        write_meta(cache, {'weights_sha256': weights, 'dataset': data.name, 'split': split, 'mode': options.mode,
-                           'dataset_dir': data.dataset_dir, 'num_clips': len(plan.clips)})
+    names = [os.path.relpath(paths[0], data.dataset_dir) for paths, _, _ in tracklets]
+    plan = ExtractPlan.build(tracklets, options.mode, options.clip_len or clip_len, names)
     amp = resolve_amp(options.amp, device)
+    cache = None
+    if options.cache:  # keyed by everything that changes the features (reid_eval.cache)
+        facts = {'mode': options.mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
+                 'preprocessing': getattr(transform, 'data_config', None) or repr(transform), 'amp': amp,
+                 'model_input': input_note or 'clips', 'dataset_dir': data.dataset_dir}
+        cache = FeatureCache.open(Path(options.cache_dir or default_cache_dir()), weights=weights, dataset=data.name,
+                                  split=split, mode=options.mode, num_clips=len(plan.clips),
+                                  shard_clips=options.shard_clips, facts=facts)
     feats, stats = extract_features(
         module, plan, transform, cache, device, batch_clips=options.batch_clips, workers=options.workers, amp=amp,
         shard_clips=options.shard_clips, progress=options.progress)
@@ -213,7 +218,6 @@ def evaluate_split(
         return None
     evaluator = ReIDEvaluator(len(data.query), add_query_to_gallery=spec.add_query_to_gallery, ranker=options.ranker,
                               chunk=options.rank_chunk, device=device)
-    names = [os.path.relpath(paths[0], data.dataset_dir) for paths, _, _ in tracklets]
     evaluator.process(feats, [p for _, p, _ in tracklets], [c for _, _, c in tracklets], names)
     t1 = time.perf_counter()
     metrics, query, gallery = evaluator.evaluate()
@@ -223,7 +227,7 @@ def evaluate_split(
         protocol_notes=data.protocol_notes, num_query=len(query), num_gallery=len(gallery),
         timings_s={'load_dataset': t_load, 'extract': stats.seconds, 'model': stats.model_seconds, 'rank': t_rank},
         frames=stats.frames, frames_per_s=stats.frames_per_s if stats.frames else None,
-        cache={'folder': str(cache) if cache else None, 'reused_shards': stats.cached_shards,
+        cache={'folder': str(cache.folder) if cache else None, 'reused_shards': stats.cached_shards,
                'computed_shards': stats.computed_shards},
         amp=amp, query=query, gallery=gallery)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import timm.data
@@ -24,8 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import load_shard, save_shard
-from .errors import EvalError, FrameReadError, WorkersDiedError
+from .cache import FeatureCache
+from .errors import DatasetLayoutError, EvalError, FrameReadError, NonFiniteFeaturesError, WorkersDiedError
 from .protocol import make_clips
 
 __all__ = [
@@ -142,15 +142,18 @@ class FramePreprocess:
 
 @dataclass
 class ExtractPlan:
-    """The clips of a list of tracklets and which tracklet each clip belongs to."""
+    """The clips of a list of tracklets, which tracklet each clip belongs to, and the tracklets' names."""
 
     clips: list[tuple[str, ...]]
     owner: list[int]
     num_tracklets: int
     mode: str
+    clip_len: int = 4
+    names: list[str] | None = None  # for messages (default: the tracklet's index)
 
     @classmethod
-    def build(cls, tracklets: Sequence[Tracklet], mode: str, clip_len: int = 4) -> ExtractPlan:
+    def build(cls, tracklets: Sequence[Tracklet], mode: str, clip_len: int = 4,
+              names: Sequence[str] | None = None) -> ExtractPlan:
         clips, owner = [], []
         for t, (paths, pid, _camid) in enumerate(tracklets):
             if len(paths) == 0:
@@ -158,12 +161,28 @@ class ExtractPlan:
             for c in make_clips(paths, mode, clip_len):
                 clips.append(c)
                 owner.append(t)
-        return cls(clips, owner, len(tracklets), mode)
+        return cls(clips, owner, len(tracklets), mode, clip_len, list(names) if names is not None else None)
+
+    def name(self, t: int) -> str:
+        return self.names[t] if self.names is not None else f'#{t}'
 
     def digest(self) -> str:
+        """The clips (which frames, in which order, of which tracklet), as a hash."""
         h = hashlib.sha256()
         for o, c in zip(self.owner, self.clips, strict=True):
-            h.update(f'{o}|{"|".join(c)}\n'.encode())
+            h.update(f'{o}|{"|".join(c)}\n'.encode('utf-8', 'surrogateescape'))
+        return h.hexdigest()
+
+    def files_digest(self, lo: int = 0, hi: int | None = None) -> str:
+        """The frame files of clips ``lo..hi`` as they are on disk: path, size and modification time of each (a
+        frame replaced in place under the same name changes it), as a hash."""
+        h = hashlib.sha256()
+        for path in dict.fromkeys(p for c in self.clips[lo:hi] for p in c):
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                raise DatasetLayoutError(f'frame {path} cannot be read: {e.strerror or e}') from None
+            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
         return h.hexdigest()
 
     @property
@@ -213,15 +232,28 @@ def default_batch_clips(device: torch.device) -> int:
     return 32 if device.type == 'cuda' else 4
 
 
-def _shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
-    return s * shard_clips, min((s + 1) * shard_clips, num_clips)
+def _nonfinite_error(model: torch.nn.Module, plan: ExtractPlan, bad_clips: list[int]) -> NonFiniteFeaturesError:
+    """What to say when the model produced NaN/Inf embeddings for some clips."""
+    owners = list(dict.fromkeys(plan.owner[c] for c in bad_clips))
+    names = [plan.name(t) for t in owners]
+    state = getattr(model, '_orig_mod', model).state_dict()
+    bad_weights = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    shown = ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else '')
+    if bad_weights:
+        why = (f'The weights themselves hold non-finite values ({len(bad_weights)} tensors, e.g. {bad_weights[0]}): '
+               'the checkpoint is damaged; convert or download it again.')
+    else:
+        why = ('The weights are all finite, so the arithmetic overflowed or the frames are unusual: with --amp fp16 '
+               'use --amp bf16 or --amp off, and look at the frames of these tracklets.')
+    return NonFiniteFeaturesError(f'the model produced non-finite (NaN or Inf) embeddings for {len(names)} '
+                                  f'tracklet(s): {shown}. {why}', names, not bad_weights)
 
 
 def extract_features(
         model: torch.nn.Module,
         plan: ExtractPlan,
         transform: FramePreprocess | Callable,
-        cache_dir: Path | None,
+        cache: FeatureCache | None,
         device: torch.device,
         batch_clips: int | None = None,
         workers: int = 4,
@@ -234,25 +266,37 @@ def extract_features(
     ``amp``: autocast dtype (``bf16``, ``fp16``, ``off``; ``auto``: bf16 on CUDA, off elsewhere).
     ``transform``: a :class:`FramePreprocess` (frames travel as uint8 and are normalised on ``device``; what the
     command-line tools use) or any per-frame transform returning a float (3, H, W) tensor.
-    ``cache_dir`` holds one ``shard_XXXXX.safetensors`` per ``shard_clips`` clips; existing shards are reused.
-    Other ranks return ``None`` after writing their shards. ``batch_clips``: see :func:`default_batch_clips`.
-    The device is synchronised once per shard, not per batch: embeddings stay on it until the shard is complete.
-    One set of DataLoader workers serves all shards, so decoding runs on across shard boundaries.
+    ``cache`` (a :class:`~reid_eval.cache.FeatureCache`, whose shard size then wins over ``shard_clips``) holds
+    the clip embeddings in shards; shards that check out are reused, others recomputed. Non-finite embeddings stop
+    the run at the first shard that has them (:class:`~reid_eval.errors.NonFiniteFeaturesError`, naming the
+    tracklets). Other ranks return ``None`` after writing their shards. ``batch_clips``: see
+    :func:`default_batch_clips`. The device is synchronised once per shard, not per batch: embeddings stay on it
+    until the shard is complete. One set of DataLoader workers serves all shards, so decoding runs on across shard
+    boundaries.
     """
     if not plan.clips:
         raise EvalError('there are no tracklets to embed')
     check_amp(amp)
     if amp == 'auto':
         amp = resolve_amp(amp, device)
+    if shard_clips < 1:
+        raise EvalError(f'--shard-clips must be a positive number of clips, got {shard_clips}')
     batch_clips = batch_clips or default_batch_clips(device)
+    shard_clips = cache.shard_clips if cache is not None else shard_clips
     rank, world = _dist_info()
     stats = ExtractStats()
     n_shards = max(1, -(-len(plan.clips) // shard_clips))
-    shard_path = (lambda s: cache_dir / f'shard_{s:05d}.safetensors') if cache_dir is not None else None
     mine = [s for s in range(n_shards) if s % world == rank]
-    todo = [s for s in mine if shard_path is None or not shard_path(s).exists()]
-    stats.cached_shards = len(mine) - len(todo)
     results: dict[int, torch.Tensor] = {}
+    def files(s: int) -> str:  # the frames a shard was computed from, as they are on disk now
+        return plan.files_digest(*_shard_range(s, shard_clips, len(plan.clips)))
+
+    for s in mine if cache is not None else ():
+        emb = cache.load(s, files(s))  # None when missing or unusable (then recomputed; a warning says why)
+        if emb is not None:
+            results[s] = emb
+    todo = [s for s in mine if s not in results]
+    stats.cached_shards = len(results)
     autocast_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
     use_cuda = device.type == 'cuda'
     pre = transform if isinstance(transform, FramePreprocess) else None
@@ -273,7 +317,7 @@ def extract_features(
     loader = DataLoader(ClipDataset(plan.clips, frame_transform), batch_sampler=[b for _, b in batches],
                         num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips) if batches else []
     embs, events = [], []
-    kept = (f'Finished feature shards are kept in {cache_dir}: a rerun resumes from them.' if cache_dir is not None
+    kept = (f'Finished feature shards are kept in {cache.folder}: a rerun resumes from them.' if cache is not None
             else 'Nothing was cached, so a rerun starts again.')
     advice = (f'it was most likely killed for lack of memory: use fewer workers (--workers, now {workers}) or '
               f'fewer clips per batch (--batch-clips, now {batch_clips}). {kept}')
@@ -309,8 +353,12 @@ def extract_features(
             out = torch.cat(embs).cpu()
             stats.model_seconds += sum(a.elapsed_time(b) for a, b in events) / 1e3
             embs, events = [], []
-            if shard_path is not None:
-                save_shard(out, shard_path(s))
+            finite = torch.isfinite(out).all(dim=1)
+            if not bool(finite.all()):  # stop here: a NaN would spread through every metric
+                lo = _shard_range(s, shard_clips, len(plan.clips))[0]
+                raise _nonfinite_error(model, plan, [lo + int(i) for i in torch.nonzero(~finite).flatten()])
+            if cache is not None:
+                cache.save(s, out, files(s))
             results[s] = out
             stats.computed_shards += 1
     stats.seconds = time.perf_counter() - t0
@@ -318,9 +366,18 @@ def extract_features(
         dist.barrier()
         if rank != 0:
             return None, stats
-    shards = [results[s] if s in results else load_shard(shard_path(s)) for s in range(n_shards)]
-    clip_emb = torch.cat(shards)
+        for s in range(n_shards):  # the other ranks' shards, from the cache
+            if s not in results:
+                emb = cache.load(s, files(s))
+                if emb is None:
+                    raise EvalError(f'feature shard {cache.path(s)} of another rank is missing or unusable; rerun')
+                results[s] = emb
+    clip_emb = torch.cat([results[s] for s in range(n_shards)])
     owner = torch.tensor(plan.owner, dtype=torch.long)
     feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)
     counts = torch.bincount(owner, minlength=plan.num_tracklets).clamp_min(1).unsqueeze(1)
     return feats / counts, stats
+
+
+def _shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
+    return s * shard_clips, min((s + 1) * shard_clips, num_clips)

@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 from .errors import FeatureFileError, OutputExistsError
 from .results import EvalResult, versions
 
-__all__ = ['FEATURES_FORMAT', 'RUN_FEATURES_FORMAT', 'FeatureSet', 'load_features', 'save_features',
-           'save_run_features']
+__all__ = ['FEATURES_FORMAT', 'RUN_FEATURES_FORMAT', 'FeatureSet', 'check_output_file', 'load_features',
+           'save_features', 'save_run_features']
 
 FEATURES_FORMAT = 'sinet-timm-features/1'
 RUN_FEATURES_FORMAT = 'sinet-timm-run-features/1'
@@ -46,11 +46,35 @@ class FeatureSet:
         return self.metadata.get('model', 'unknown model')
 
 
+def _text(value: str) -> str:
+    """Metadata text as UTF-8: bytes of a path that are not UTF-8 become backslash escapes (metadata is
+    informational; safetensors stores only valid UTF-8)."""
+    return os.fsencode(value).decode('utf-8', 'backslashreplace') if isinstance(value, str) else str(value)
+
+
+def check_output_file(path: Path) -> None:
+    """An output file can be written there: not a folder, no file in the way of its folder, a UTF-8 path
+    (safetensors writes only those)."""
+    if path.is_dir():
+        raise FeatureFileError(f'the output {path} is a folder; give a file name, e.g. '
+                               f'{path / "features.safetensors"}')
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FeatureFileError(f'the output {path} lies under {parent}, which is a file; choose another path')
+    try:
+        os.fsencode(str(path)).decode('utf-8')
+    except UnicodeDecodeError:
+        raise FeatureFileError(f'the output path {_text(str(path))} holds bytes that are not UTF-8, which safetensors '
+                               'cannot write to; choose a path in UTF-8') from None
+
+
 def _atomic_write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={k: _text(v) for k, v in metadata.items()})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -114,6 +138,11 @@ def load_features(path: str | Path) -> FeatureSet:
         raise FeatureFileError(f"{path}: the 'names' metadata is not a JSON list ({e})") from None
     if len(names) != feats.shape[0]:
         raise FeatureFileError(f'{path}: {len(names)} names for {feats.shape[0]} feature rows')
+    bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        shown = ', '.join(str(names[i]) for i in bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise FeatureFileError(f'{path} holds NaN or Inf embeddings for {len(bad)} tracklet(s) ({shown}): distances '
+                               'to them mean nothing. Extract them again (sinet-extract stops on such values now).')
     return FeatureSet(feats.float(), [str(n) for n in names], meta, path)
 
 

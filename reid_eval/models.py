@@ -17,6 +17,8 @@ mean/std, no crop).
 from __future__ import annotations
 
 import hashlib
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,10 @@ __all__ = ['CHECKPOINT_SUFFIXES', 'FrameAverage', 'LoadedModel', 'MODEL_INPUTS',
 MODEL_INPUTS = ('auto', 'clips', 'frames')
 CHECKPOINT_SUFFIXES = ('.pth', '.tar', '.pt', '.safetensors')
 FRAMES_NOTE = 'image model: frame embeddings averaged over each clip'
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """A model's weights hold NaN or Inf values (checked once when it is loaded)."""
 
 
 class FrameAverage(nn.Module):
@@ -124,8 +130,28 @@ def check_model_name(name: str) -> None:
         raise _unknown_model(name)
 
 
+def _check_local_dir(name: str) -> None:
+    """A ``local-dir:`` folder exists and its config.json is readable JSON (timm would raise from deep inside)."""
+    folder = Path(name.split(':', 1)[1]).expanduser()
+    expected = ('expected a folder with config.json and model.safetensors, as sinet-convert, sinet-train and timm\'s '
+                'save_for_hf write')
+    if not folder.is_dir():
+        raise EvalError(f'{name}: {folder} is not a folder; {expected}')
+    config = folder / 'config.json'
+    try:
+        cfg = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise EvalError(f'{name}: {config} is missing; {expected}') from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvalError(f'{config} is not a readable JSON file ({e}); {expected}') from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
+        raise EvalError(f'{config} names no architecture ("architecture": "..."); {expected}')
+
+
 def _create(name: str, pretrained: bool) -> nn.Module:
     check_model_name(name)
+    if name.startswith('local-dir:'):
+        _check_local_dir(name)
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0)
     except WeightsUnavailableError:
@@ -193,6 +219,10 @@ def load_model(
         module = _create(str(model), pretrained)
         arch = module.pretrained_cfg.get('architecture') or str(model).split('.')[0]
         weights, random = (str(model), False) if pretrained else (f'{model} (random init)', True)
+    finite = _weights_finite(module)
+    if not finite:  # said once, here; a run that produces NaN embeddings says it again
+        warnings.warn(f'the weights of {label} ({weights}) hold NaN or Inf values: its embeddings will not be finite',
+                      NonFiniteWeightsWarning, stacklevel=2)
     video = isinstance(module, VideoReIDNet)
     frames = input == 'frames' or (input == 'auto' and not video and bool(getattr(module, 'pretrained_cfg', None)))
     if frames:
@@ -202,4 +232,4 @@ def load_model(
     return LoadedModel(
         module=module.eval(), name=label, weights=weights, architecture=arch, input='frames' if frames else 'clips',
         data_config=_data_config(module, data_config), clip_len=int(getattr(module, 'clip_len', CLIP_LEN)),
-        random_weights=random, weights_finite=_weights_finite(module))
+        random_weights=random, weights_finite=finite)

@@ -45,7 +45,7 @@ from .tracklets import list_frames
 
 __all__ = [
     'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'select_frames', 'activation_maps',
-    'cam_picture_size', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_cmc', 'write_cmc_plot',
+    'cam_picture_size', 'load_run', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_cmc', 'write_cmc_plot',
 ]
 
 DPI = 100
@@ -219,6 +219,20 @@ def plot_cam(
 # ranks
 
 
+def load_run(path: str | Path) -> dict[str, Any]:
+    """A sinet-eval results JSON, or a :class:`VizError` saying why it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise VizError(f'run file {path} does not exist; make one with sinet-eval (--save-features for ranks)')
+    try:
+        summary = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VizError(f'{path} is not a sinet-eval results JSON: it is not JSON text ({e})') from None
+    if not isinstance(summary, dict) or not isinstance(summary.get('per_split'), list):
+        raise VizError(f'{path} is not a sinet-eval results JSON (no per_split results)')
+    return summary
+
+
 def _run_features(run_json: Path, summary: dict[str, Any], split_index: int) -> tuple[dict[str, Any], Path]:
     splits = summary.get('per_split') or []
     if not splits or 'dataset_format' not in summary or 'root' not in summary:
@@ -249,18 +263,19 @@ def plot_ranks(
 ) -> Path:
     """Query tracklets beside their top-k gallery tracklets, green = same identity, red = other (paper Fig. 7)."""
     run_json = Path(run_json)
-    if not run_json.is_file():
-        raise VizError(f'run file {run_json} does not exist; make one with sinet-eval ... --save-features')
-    try:
-        summary = json.loads(run_json.read_text())
-    except json.JSONDecodeError as e:
-        raise VizError(f'{run_json} is not valid JSON ({e})') from None
-    if not isinstance(summary, dict):
-        raise VizError(f'{run_json} is not a sinet-eval results JSON')
+    summary = load_run(run_json)
     entry, feat_path = _run_features(run_json, summary, split_index)
     if topk < 1 or frames < 1:
         raise VizError('--topk and --frames must be >= 1')
-    t = load_file(str(feat_path))
+    try:
+        t = load_file(str(feat_path))
+    except Exception as e:  # safetensors' own error types for damaged files
+        raise VizError(f'{feat_path} is not a readable features file ({e}); rerun sinet-eval with --save-features') \
+            from None
+    bad = [k for k in ('query_features', 'gallery_features') if k in t and not bool(torch.isfinite(t[k]).all())]
+    if bad:
+        raise VizError(f'{feat_path}: {bad[0]} holds NaN or Inf values, so its distances mean nothing; rerun '
+                       'sinet-eval (it now stops on such values)')
     need = {'query_features', 'gallery_features', 'query_pids', 'query_camids', 'gallery_pids', 'gallery_camids',
             'query_tracklets', 'gallery_tracklets'}
     if not need <= set(t):

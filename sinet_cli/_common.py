@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,11 +31,17 @@ def run(action: Callable[[], int | None], interrupted: str = '') -> int:
     except KeyboardInterrupt:
         return _interrupted(interrupted)
     try:
-        return action() or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line  # the library's warnings (a cache shard recomputed, ...) as one line
+            return action() or 0
     except SinetTimmError as e:
         return fail(str(e))
     except KeyboardInterrupt:
         return _interrupted(interrupted)
+
+
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f'warning: {message}', file=sys.stderr)
 
 
 def _interrupted(what: str) -> int:

@@ -88,8 +88,11 @@ def _output_path(args: argparse.Namespace, summary: dict[str, Any]) -> Path:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import reid_eval
-    from reid_eval.featurefile import save_run_features
+    from reid_eval.featurefile import check_output_file, save_run_features
     from reid_eval.viz import write_cmc_plot
+
+    if args.save_features and args.output:  # a path features cannot be written to is said before the run
+        check_output_file(args.output.with_name(f'{args.output.stem}.features.safetensors'))
 
     model, no_pretrained = args.model, args.no_pretrained
     if args.dataset.lower() == SYNTHETIC and model is None and not args.checkpoint:

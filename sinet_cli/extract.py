@@ -43,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _extract(args: argparse.Namespace) -> int:
     import reid_eval
     from reid_eval.errors import FrameReadError
-    from reid_eval.featurefile import save_features
+    from reid_eval.featurefile import check_output_file, save_features
     from reid_eval.models import weights_sha256
 
     options = reid_eval.EvalOptions(mode='dense', batch_clips=args.batch_clips, device=args.device, amp=args.amp,
                                     workers=args.workers, progress=not args.no_progress)
     options.validate()
+    check_output_file(args.output)  # a folder or an unwritable path is reported before anything is computed
     tracklets = reid_eval.find_tracklets(args.input)
     device = reid_eval.resolve_device(args.device)
     model = args.model if args.model is not None or args.checkpoint else 'sinet_r50.mars'

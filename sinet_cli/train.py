@@ -156,6 +156,10 @@ def _config(parser: argparse.ArgumentParser, first: argparse.Namespace, argv: li
     from sinet_train import TrainConfig, TrainError
 
     defaults: dict[str, Any] = {}
+    if first.resume and first.output and not (Path(first.output) / 'config.json').is_file():
+        what = 'does not exist' if not Path(first.output).exists() else 'holds no sinet-train run (no config.json)'
+        raise TrainError(f'--resume: {first.output} {what}; give the --output folder of the run to continue, or start '
+                         'a new run without --resume')
     if first.config:
         defaults.update(_read_settings(first.config))
     if first.resume and first.output and (Path(first.output) / 'config.json').is_file():

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _draw(args: argparse.Namespace) -> int:
     from reid_eval import resolve_device
     from reid_eval.errors import VizError
-    from reid_eval.viz import plot_cam, plot_cmc, plot_ranks
+    from reid_eval.viz import load_run, plot_cam, plot_cmc, plot_ranks
 
     def target(path: Path) -> Path:
         if taken := output_taken(path, args.overwrite):
@@ -79,13 +78,7 @@ def _draw(args: argparse.Namespace) -> int:
         path = plot_ranks(args.run, out, queries=args.queries, topk=args.topk, frames=args.frames,
                           split_index=args.split_index, frame_size=args.frame_size)
     else:
-        if not args.run.is_file():
-            raise VizError(f'run file {args.run} does not exist')
-        try:
-            summary = json.loads(args.run.read_text())
-        except json.JSONDecodeError as e:
-            raise VizError(f'{args.run} is not valid JSON ({e})') from None
-        path = plot_cmc(summary, target(args.output or args.run.with_name(f'{args.run.stem}.cmc.png')))
+        path = plot_cmc(load_run(args.run), target(args.output or args.run.with_name(f'{args.run.stem}.cmc.png')))
     print(f'wrote {path}')
     return 0
 

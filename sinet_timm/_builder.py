@@ -51,7 +51,10 @@ def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwa
         raise CheckpointError(f'{what}: {e}') from None
     model = build_model_with_cfg(cls, variant, False, **{k: v for k, v in kwargs.items()
                                                          if k != 'pretrained_cfg_overlay'})
-    problems = describe_mismatch(checkpoint_filter_fn(state_dict, model), model)
+    try:
+        problems = describe_mismatch(checkpoint_filter_fn(state_dict, model), model)
+    except CheckpointError as e:
+        raise CheckpointError(f'{what}: {e}') from None
     if problems:
         guess = infer_arch(state_dict) if 'conv1.weight' in state_dict else None
         hint = f' It looks like {guess}.' if guess and guess != variant else ''

@@ -24,7 +24,9 @@ Schema of an entry (``REQUIRED_KEYS`` must be present; the rest is optional)::
     citation: "@inproceedings{...}"
     card: "free text for the model card"
 
-Malformed files raise :class:`ZooConfigError` naming the file and the key.
+Malformed files raise :class:`ZooConfigError` naming the file and the key. In the zoo folder a malformed file is
+left out with one :class:`ZooWarning` naming it (``import sinet_timm`` still registers every other entry); asking
+for that entry by name raises the error.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import difflib
 import functools
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -47,6 +50,10 @@ REQUIRED_KEYS = ('name', 'architecture', 'hf_hub_id', 'dataset', 'num_classes', 
 ZOO_DIR_ENV = 'SINET_TIMM_ZOO_DIR'
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$')
 _SHA256 = re.compile(r'^[0-9a-f]{64}$')
+
+
+class ZooWarning(UserWarning):
+    """A zoo file is malformed and was left out of the zoo (the message names the file and the key)."""
 
 
 def zoo_dir() -> Path:
@@ -167,7 +174,9 @@ def load_entry(path: str | Path) -> dict[str, Any]:
     try:
         entry = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ZooConfigError(f'{path}: not valid YAML ({e})') from e
+        mark, problem = getattr(e, 'problem_mark', None), getattr(e, 'problem', None) or type(e).__name__
+        where = f'line {mark.line + 1}, column {mark.column + 1}: ' if mark is not None else ''
+        raise ZooConfigError(f'{path}: not valid YAML ({where}{problem})') from e
     except OSError as e:
         raise ZooConfigError(f'{path}: cannot read ({e})') from e
     return validate_entry(entry, path)
@@ -175,8 +184,17 @@ def load_entry(path: str | Path) -> dict[str, Any]:
 
 @functools.cache
 def zoo_entries() -> dict[str, dict[str, Any]]:
-    """All zoo entries keyed by ``arch.tag`` name, in file-name order."""
-    return {e['name']: e for e in (load_entry(p) for p in sorted(zoo_dir().glob('*.yaml')))}
+    """All well-formed zoo entries keyed by ``arch.tag`` name, in file-name order; a malformed file is left out
+    with one :class:`ZooWarning` naming the file and the problem."""
+    entries = {}
+    for path in sorted(zoo_dir().glob('*.yaml')):
+        try:
+            entry = load_entry(path)
+        except ZooConfigError as e:
+            warnings.warn(f'{e}; this entry is left out of the zoo', ZooWarning, stacklevel=2)
+            continue
+        entries[entry['name']] = entry
+    return entries
 
 
 def entry_path(name: str) -> Path:

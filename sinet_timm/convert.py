@@ -60,11 +60,10 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
             obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as e:
-        raise CheckpointError(
-            f'{path} is not a PyTorch checkpoint that can be loaded safely (torch.load weights_only=True '
-            f'failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}). Expected the authors\' '
-            f'.pth.tar (a dict with a "state_dict") or a state dict saved with torch.save.') from e
+    except Exception as e:  # text, truncated zips, foreign pickles: torch raises a dozen different types
+        raise CheckpointError(f'{path} is not a PyTorch checkpoint that can be read safely: '
+                              f'{_why_unreadable(path, e)}. Expected the authors\' .pth.tar (a dict with a '
+                              '"state_dict") or a state dict saved with torch.save (or a .safetensors file).') from None
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
         obj = obj['state_dict']
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -72,6 +71,30 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
             f'{path} does not hold a state dict (expected a mapping of parameter names to tensors, or a dict '
             f'with a "state_dict" entry; got {type(obj).__name__}).')
     return {k.removeprefix('module.'): v for k, v in obj.items()}
+
+
+def _why_unreadable(path: Path, e: BaseException) -> str:
+    """What is wrong with a file torch.load(weights_only=True) refused, without torch's advice to unpickle it."""
+    if isinstance(e, pickle.UnpicklingError):
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a zip checkpoint at all
+            unsafe = []
+        unsafe = [g for g in unsafe if not g.startswith('numpy')]
+        if unsafe:
+            return (f'it holds Python objects besides tensors and plain data ({", ".join(unsafe[:3])}), which are not '
+                    'loaded because loading them would run code from the file')
+    if isinstance(e, (zipfile.BadZipFile, EOFError)) or 'zip' in str(e).lower():
+        return 'it is truncated or damaged'
+    return f'it is not a checkpoint (torch says {type(e).__name__})'
+
+
+def _check_output_folder(out_dir: Path) -> None:
+    """The output folder can be created: neither it nor a folder above it is a file."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists() and not p.is_dir():
+            what = 'is a file' if p == out_dir else f'lies under {p}, which is a file'
+            raise OutputExistsError(f'the output folder {out_dir} {what}; choose a folder path')
 
 
 def infer_arch(state_dict: dict[str, torch.Tensor]) -> str:
@@ -160,6 +183,7 @@ def convert(
     (:class:`NumClassesMismatch`). ``extra_config`` is merged into config.json's ``reid`` fields.
     """
     src, out_dir = Path(src), Path(out_dir)
+    _check_output_folder(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(
             f'{out_dir} already exists and is not empty; choose a new folder or pass --overwrite to replace '

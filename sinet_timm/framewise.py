@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import checkpoint_seq
 
-from .errors import ModelInputError
+from .errors import CheckpointError, ModelInputError
 
 __all__ = [
     'CLIP_LEN', 'Bottleneck', 'Plugin', 'SINetOutput', 'VideoReIDNet', 'checkpoint_filter_fn', 'min_frame_side',
@@ -394,6 +394,14 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: VideoReIDNet) -> dic
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('projection.')}
     if model.num_classes == 0:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('classifier.')}
+    own = model.state_dict()
+    ints = [k for k, v in state_dict.items() if k in own and own[k].is_floating_point()
+            and isinstance(v, torch.Tensor) and not v.is_floating_point()]
+    if ints:  # load_state_dict would copy them silently: the weights would become whole numbers
+        raise CheckpointError(
+            f'the checkpoint holds {state_dict[ints[0]].dtype} values where the model has floating-point weights '
+            f'({len(ints)} tensors, e.g. {ints[0]}): it is not a weights file of this model (or was converted '
+            'wrongly); convert the original checkpoint again')
     return state_dict
 
 

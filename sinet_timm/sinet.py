@@ -179,7 +179,10 @@ class SalientToBroad(nn.Module):
         mean_all = frame_sums.sum(dim=1) / (t * hw)
         mean_inner = sums[:, :, 1].sum(dim=1) / (t * (h - 2) * (w - 2))
         central = (mean_inner / (mean_all + 1e-8) > 1).to(tokens.dtype)
-        se = torch.sigmoid(self.cal_fc2(F.relu(self.cal_fc1(mean_all))))
+        dt = tokens.dtype  # the module's weights in the dtype of the (float32) attention arithmetic
+        fc1, fc2 = self.cal_fc1, self.cal_fc2
+        se = torch.sigmoid(F.linear(F.relu(F.linear(mean_all, fc1.weight.to(dt), fc1.bias.to(dt))),
+                                    fc2.weight.to(dt), fc2.bias.to(dt)))
         return se * central, frame_sums
 
     def generate_kernel(self, former: torch.Tensor, cal: torch.Tensor, h: int, w: int, cl: bool) -> torch.Tensor:
@@ -188,10 +191,11 @@ class SalientToBroad(nn.Module):
         former: (N, Tf, H*W, C) tokens, cal: (N, C) -> (N, k*k, C).
         """
         n, tf, hw, c = former.shape
-        kk = self.k * self.k
-        weight = self.kgm_conv.weight.reshape(1, kk, c)
+        kk, dt = self.k * self.k, former.dtype
+        weight = self.kgm_conv.weight.reshape(1, kk, c).to(dt)
         bias = self.kgm_conv.bias
         assert bias is not None  # (for TorchScript's Optional refinement)
+        bias = bias.to(dt)
         if self.nonneg_input:
             # relu(x * cal) == x * cal for x >= 0, cal >= 0: fold cal into the 1x1 conv's weights per sample
             weight = weight * cal[:, None, :]
@@ -199,12 +203,23 @@ class SalientToBroad(nn.Module):
             former = torch.relu(former * cal[:, None, None, :])
             weight = weight.expand(n, kk, c)
         maps = _project(former, weight, cl) + bias[:, None]  # (N, Tf, k*k, H*W)
-        maps = F.relu(self.kgm_bn(maps.reshape(n * tf, kk, h, w))).reshape(n, tf, kk, hw)
+        maps = F.relu(self._kgm_bn(maps.reshape(n * tf, kk, h, w))).reshape(n, tf, kk, hw)
         if self.k != 1:
             maps = maps / maps.sum(dim=2, keepdim=True).clamp_min(1e-12)  # L1 over the k*k maps
         maps = maps / maps.sum(dim=(1, 3), keepdim=True).clamp_min(1e-12)  # L1 over positions
         kernel = _pool(former, maps, cl)
         return kernel * cal[:, None, :] if self.nonneg_input else kernel
+
+    def _kgm_bn(self, x: torch.Tensor) -> torch.Tensor:
+        """KGM's BatchNorm, its parameters and statistics cast to ``x``'s dtype when they differ (a ``.half()``
+        model whose attention runs in float32)."""
+        bn = self.kgm_bn
+        w, b, mean, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
+        assert w is not None and b is not None and mean is not None and var is not None  # (TorchScript)
+        if w.dtype == x.dtype:
+            return bn(x)
+        dt = x.dtype
+        return F.batch_norm(x, mean.to(dt), var.to(dt), w.to(dt), b.to(dt), bn.training, 0.0, bn.eps)
 
     def suppression(self, later: torch.Tensor, kernel: torch.Tensor, cal: torch.Tensor, h: int, w: int,
                     cl: bool) -> torch.Tensor:
@@ -231,13 +246,14 @@ class SalientToBroad(nn.Module):
         ratio = 1.0 / (prob * hw)  # R: >1 where the response is below uniform
         return torch.exp(self.beta * torch.clamp(ratio - 1.0, max=0.0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nl, c, h, w = x.shape
-        cl = not x.is_contiguous()  # channels_last: tokens are contiguous (N, L, H*W, C)
-        if cl and not x.is_contiguous(memory_format=torch.channels_last):
-            x, cl = x.contiguous(), False
-        n, seq, hw, pos = nl // self.clip_len, self.clip_len, h * w, self.split_pos + 1
-        tokens = x.permute(0, 2, 3, 1).reshape(n, seq, hw, c)  # a view in both layouts
+    def attention(self, tokens: torch.Tensor, h: int, w: int, cl: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CAL, KGM, SO (Eq. 1-5) and the statistics CPM adds (Eq. 6): S (N, Tl, H*W), context and broad (N, C).
+
+        Small tensors with divisions and exponentials: :meth:`forward` runs this in float32 whenever the model
+        computes in float16 or bfloat16 (their epsilons underflow there and 0/0 gives NaN).
+        """
+        pos, hw = self.split_pos + 1, h * w
         former, later = tokens[:, :pos], tokens[:, pos:]
         cal, frame_sums = self.channel_attention(tokens, h, w)
         s = self.suppression(later, self.generate_kernel(former, cal, h, w, cl), cal, h, w, cl)  # (N, Tl, H*W)
@@ -247,6 +263,20 @@ class SalientToBroad(nn.Module):
         inv = 1.0 - s
         broad = _pool(later, inv.unsqueeze(2), cl).squeeze(1)  # sum of (1-S) * x_later, (N, C)
         broad = (self.alpha * broad) / inv.sum(dim=(1, 2)).unsqueeze(1).clamp_min(1e-12)  # 0/0 -> 0
+        return s, context, broad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nl, c, h, w = x.shape
+        cl = not x.is_contiguous()  # channels_last: tokens are contiguous (N, L, H*W, C)
+        if cl and not x.is_contiguous(memory_format=torch.channels_last):
+            x, cl = x.contiguous(), False
+        n, seq, hw, pos = nl // self.clip_len, self.clip_len, h * w, self.split_pos + 1
+        tokens = x.permute(0, 2, 3, 1).reshape(n, seq, hw, c)  # a view in both layouts
+        former, later = tokens[:, :pos], tokens[:, pos:]
+        if torch.jit.is_scripting():
+            s, context, broad = self.attention(tokens, h, w, cl)
+        else:  # (TorchScript compiles only the branch above)
+            s, context, broad = _attention_any_precision(self, x, tokens, h, w, cl)
         # in the layout's own order: (N, L, H*W, C) for channels_last, (N, L, C, H*W) for NCHW
         if cl:
             s, context, broad = s.unsqueeze(3), context[:, None, None, :], broad[:, None, None, :]
@@ -283,6 +313,30 @@ def _pool(tokens: torch.Tensor, maps: torch.Tensor, cl: bool) -> torch.Tensor:
     if cl:
         return torch.bmm(maps.transpose(1, 2).reshape(n, -1, t * p), tokens.reshape(n, t * p, c))
     return torch.matmul(tokens.transpose(2, 3), maps.transpose(2, 3)).sum(dim=1).transpose(1, 2)
+
+
+@torch.jit.unused
+def _low_precision(x: torch.Tensor) -> bool:
+    """Whether ``x`` is float16/bfloat16 or autocast may lower the precision of the ops that follow."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return True
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if x.device.type == 'cpu' else torch.is_autocast_enabled()
+
+
+@torch.jit.unused
+def _attention_any_precision(sbm: SalientToBroad, x: torch.Tensor, tokens: torch.Tensor, h: int, w: int, cl: bool
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SBM's attention, in float32 with autocast off when the model computes in float16/bfloat16: fp16's smallest
+    values underflow its epsilons (1e-8, 1e-12) and the KGM normalisation then divides 0 by 0. The clip features
+    stay in their dtype; only this copy of the SBM input (about 2 MB per 256x128 clip) is float32."""
+    if not _low_precision(x):
+        return sbm.attention(tokens, h, w, cl)
+    with torch.autocast(tokens.device.type, enabled=False):
+        s, context, broad = sbm.attention(tokens.float(), h, w, cl)
+    return s.to(x.dtype), context.to(x.dtype), broad.to(x.dtype)
 
 
 @torch.jit.unused

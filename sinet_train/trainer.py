@@ -54,7 +54,7 @@ from reid_eval.results import versions
 from reid_eval.synthetic import demo_dataset_root
 from sinet_timm import VideoReIDNet
 from sinet_timm.archs import ARCHITECTURES
-from sinet_timm.convert import reid_config
+from sinet_timm.convert import reid_config, sha256_of
 from sinet_timm.errors import SinetTimmError, WeightsUnavailableError
 
 from .data import (
@@ -332,9 +332,25 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def load_training_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Model tensors and training state of a checkpoint folder (``state.pt`` read with ``weights_only=True``)."""
-    return load_file(str(ckpt / 'model.safetensors')), torch.load(ckpt / 'state.pt', map_location='cpu',
-                                                                   weights_only=True)
+    """Model tensors and training state of a checkpoint folder (``state.pt`` read with ``weights_only=True``),
+    checked: an unreadable ``state.pt`` or a ``model.safetensors`` whose sha256 is not the one recorded with it is
+    a :class:`TrainError` saying what to do."""
+    what = (f'delete {ckpt} to resume from the checkpoint before it (if --keep-checkpoints kept one), or start '
+            'again with --overwrite')
+    try:
+        state = torch.load(ckpt / 'state.pt', map_location='cpu', weights_only=True)
+    except Exception as e:  # truncated zips, foreign files: torch raises many types
+        raise TrainError(f'{ckpt / "state.pt"} cannot be read ({type(e).__name__}: it is truncated or damaged); '
+                         f'{what}') from None
+    recorded = state.get('model_sha256') if isinstance(state, dict) else None
+    if recorded and sha256_of(ckpt / 'model.safetensors') != recorded:
+        raise TrainError(f'{ckpt / "model.safetensors"} does not match the sha256 recorded in its state.pt (the file '
+                         f'changed or is damaged); {what}')
+    try:
+        tensors = load_file(str(ckpt / 'model.safetensors'))
+    except Exception as e:  # safetensors' own error types
+        raise TrainError(f'{ckpt / "model.safetensors"} cannot be read ({e}); {what}') from None
+    return tensors, state
 
 
 def _save_checkpoint(out: Path, epoch: int, model: nn.Module, state: dict[str, Any], keep: int) -> Path:
@@ -346,7 +362,7 @@ def _save_checkpoint(out: Path, epoch: int, model: nn.Module, state: dict[str, A
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
               str(tmp / 'model.safetensors'))
-    torch.save(state, tmp / 'state.pt')
+    torch.save(dict(state, model_sha256=sha256_of(tmp / 'model.safetensors')), tmp / 'state.pt')
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)  # a checkpoint folder is complete or absent

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -112,14 +113,25 @@ def test_not_a_checkpoint(tmp_path, content, match):
     assert main([str(path), str(tmp_path / 'out')]) == 2
 
 
-def test_pickled_code_is_not_executed(tmp_path):
+def test_pickled_code_is_not_executed(tmp_path, capfd):
     class Evil:
         def __reduce__(self):
             return (print, ('executed',))
     path = tmp_path / 'evil.pth.tar'
     torch.save({'state_dict': Evil()}, path)
-    with pytest.raises(CheckpointError, match='weights_only=True'):
+    unsafe = r'holds Python objects besides tensors and plain data \(builtins.print\), which are not loaded'
+    with pytest.raises(CheckpointError, match=unsafe) as e:
         load_released(path)
+    assert 'weights_only=False' not in str(e.value) and 'executed' not in capfd.readouterr().out
+
+
+def test_released_files_with_numpy_scalars_load(tmp_path):
+    """The authors' main.py saves rank1 (a NumPy float64) beside the weights; torch.load(weights_only=True) refuses
+    NumPy scalars unless they are allowed as data."""
+    sd = make_released_state_dict('resnet50', seed=0)
+    torch.save({'state_dict': sd, 'rank1': np.float64(0.812), 'mAP': np.float32(0.7), 'epoch': 149},
+               tmp_path / 'r.pth.tar')
+    assert load_released(tmp_path / 'r.pth.tar').num_classes == 625
 
 
 def test_output_folder_is_not_overwritten_and_sha_checked(tmp_path):

@@ -292,3 +292,42 @@ def test_inference_paths_on_device_match_float64(device):
     if amp_dtype is not None:
         assert torch.nn.functional.cosine_similarity(low, truth).min() > 0.999
         assert (low - out).abs().max() > 0  # the autocast path really ran in bf16
+
+
+def _low_precision_outputs(m: torch.nn.Module, x: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """The embeddings of ``x`` in float16 and bfloat16: autocast and the model cast with .half()/.bfloat16()."""
+    out = {}
+    m, x = m.to(device), x.to(device)
+    with torch.no_grad():
+        for name, dtype in (('fp16', torch.float16), ('bf16', torch.bfloat16)):
+            with torch.autocast(device.type, dtype=dtype):
+                out[f'autocast {name}'] = m(x).float()
+            out[f'{name} weights'] = copy.deepcopy(m).to(dtype)(x.to(dtype)).float()
+    return out
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_float16_and_bfloat16_are_finite_and_close(device):
+    """SBM's epsilons (1e-8, 1e-12) underflow in float16 and its KGM normalisation divided 0 by 0 (every embedding
+    NaN under fp16 autocast or .half()); its attention now runs in float32 inside low-precision models. All four
+    architectures (random weights, 128x64 frames) and SINet with released-format weights (256x128) give finite
+    embeddings within cosine 0.999 of float32."""
+    from released_reference import make_released_state_dict
+
+    from sinet_timm import checkpoint_filter_fn
+
+    dev = torch.device(device)
+    cases = [(arch, None, (128, 64)) for arch in ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50')]
+    cases.append(('sinet_r50', 'sinet', (256, 128)))
+    for arch, released, size in cases:
+        torch.manual_seed(0)
+        m = timm.create_model(arch, img_size=size).eval()
+        if released:
+            m.load_state_dict(checkpoint_filter_fn(
+                make_released_state_dict(released, num_classes=0, with_projection=False), m))
+        x = torch.randn(1, 4, 3, *size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ref = m.to(dev)(x.to(dev)).float()
+        for name, y in _low_precision_outputs(m, x, dev).items():
+            assert torch.isfinite(y).all(), (arch, released, name)
+            assert torch.nn.functional.cosine_similarity(y, ref).min() >= 0.999, (arch, released, name)

@@ -109,7 +109,7 @@ def test_overlay_file_errors_name_the_file(tmp_path):
                                               r"checkpoint not found"):
         load(tmp_path / 'nowhere.pth.tar')
     (tmp_path / 'junk.pth.tar').write_bytes(b'not a checkpoint')
-    with pytest.raises(CheckpointError, match=r'junk\.pth\.tar is not a PyTorch checkpoint that can be loaded'):
+    with pytest.raises(CheckpointError, match=r'junk\.pth\.tar is not a PyTorch checkpoint that can be read safely'):
         load(tmp_path / 'junk.pth.tar')
     (tmp_path / 'junk.safetensors').write_bytes(b'\xff' * 16)
     with pytest.raises(CheckpointError, match=r'junk\.safetensors is not a readable safetensors file'):

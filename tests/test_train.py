@@ -63,6 +63,27 @@ def _metrics(run: Path) -> list[dict]:
 # losses
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_losses_are_finite_and_close_in_low_precision(dtype):
+    """What a model under fp16/bf16 autocast hands the criterion (low-precision logits, embeddings and frame
+    features, some of them tiny or zero): every loss term is computed in float32, finite, and equals the float32
+    value of the same (rounded) inputs."""
+    g = torch.Generator().manual_seed(0)
+    b, t, c = 16, 4, 64
+    pids = torch.arange(4).repeat_interleave(4)
+    out = SINetOutput(torch.randn(b, 10, generator=g) * 30, torch.randn(b, c, generator=g) * 1e-4,
+                      torch.randn(b, t, c, generator=g))
+    out.frame_features[0, 0] = 0.0  # a zero frame feature: normalisation must not divide 0 by 0
+    low = SINetOutput(*(x.to(dtype) for x in out))
+    crit = SINetCriterion(num_instances=4, frame_loss_weight=0.001)
+    with torch.autocast('cpu', dtype=dtype):
+        under_autocast = crit(low, pids)
+    ref = crit(SINetOutput(*(x.float() for x in low)), pids)
+    for parts in (crit(low, pids), under_autocast):
+        for k, v in parts.as_floats().items():
+            assert math.isfinite(v) and v == pytest.approx(ref.as_floats()[k], rel=1e-3, abs=1e-4), k
+
+
 def test_cross_entropy_term_is_the_plain_softmax_cross_entropy():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     pids = torch.tensor([0, 2])
@@ -436,6 +457,34 @@ def test_killed_loader_worker_is_a_clear_error_and_the_run_resumes(small_mars, t
     assert [r['epoch'] for r in _metrics(run)][-1] == 3
 
 
+def test_resume_from_damaged_or_missing_runs_is_one_line(small_mars, tmp_path, capsys):
+    """--resume on a folder that does not exist says so (it used to ask for --root); a truncated state.pt or a
+    model.safetensors changed after it was written (its sha256 is recorded in state.pt) is named, with what to do."""
+    assert main(['--output', str(tmp_path / 'nowhere'), '--resume', '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert err == (f'error: --resume: {tmp_path / "nowhere"} does not exist; give the --output folder of the run to '
+                   'continue, or start a new run without --resume\n')
+    run = tmp_path / 'run'
+    assert main(_args(small_mars, run, '--epochs', '2', '--stop-at-epoch', '1', '--eval-every', '0',
+                      '--no-final-eval')) == 0
+    ckpt = run / 'checkpoints' / 'epoch_0001'
+    state, weights = (ckpt / 'state.pt').read_bytes(), (ckpt / 'model.safetensors').read_bytes()
+    (ckpt / 'state.pt').write_bytes(state[: len(state) // 2])
+    capsys.readouterr()
+    assert main(['--output', str(run), '--resume', '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {ckpt / "state.pt"} cannot be read') and 'truncated or damaged' in err
+    assert err.count('\n') == 1 and f'delete {ckpt} to resume from the checkpoint before it' in err
+    (ckpt / 'state.pt').write_bytes(state)
+    damaged = bytearray(weights)
+    damaged[-9] ^= 0xFF  # one flipped bit pattern in the last weight: still a readable safetensors file
+    (ckpt / 'model.safetensors').write_bytes(bytes(damaged))
+    assert main(['--output', str(run), '--resume', '--no-progress']) == 2
+    assert 'does not match the sha256 recorded in its state.pt' in capsys.readouterr().err
+    (ckpt / 'model.safetensors').write_bytes(weights)
+    assert main(['--output', str(run), '--resume', '--no-progress']) == 0  # nothing was lost
+
+
 def test_output_folder_of_a_run_is_protected(small_mars, tmp_path, capsys):
     run = tmp_path / 'run'
     run.mkdir()
@@ -454,6 +503,9 @@ def test_output_folder_of_a_run_is_protected(small_mars, tmp_path, capsys):
     assert (run / 'notes.txt').read_text() == 'mine'
     assert [r['epoch'] for r in _metrics(run)] == [1]
     # nothing to resume
+    assert main(_args(small_mars, tmp_path / 'new', '--resume')) == 2
+    assert 'does not exist' in capsys.readouterr().err
+    (tmp_path / 'new').mkdir()
     assert main(_args(small_mars, tmp_path / 'new', '--resume')) == 2
     assert 'no sinet-train run' in capsys.readouterr().err
 
