@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -251,11 +252,13 @@ def make_released_state_dict(
 def save_released_checkpoint(path, arch: str, rank1: float = 0.5, epoch: int = 149, **kw) -> StateDict:
     """Write a checkpoint the way the released training script does and return its state dict.
 
-    The file is a plain ``torch.save`` of ``{'state_dict': ..., 'rank1': float, 'epoch': int}``
-    (conventionally named ``*.pth.tar``).  ``kw`` is passed to :func:`make_released_state_dict`.
+    The file is a plain ``torch.save`` of ``{'state_dict': ..., 'rank1': np.float64, 'epoch': int}``
+    (conventionally named ``*.pth.tar``): the released ``main.py`` stores ``cmc[0]`` of a NumPy
+    array, a NumPy scalar that ``torch.load(weights_only=True)`` refuses unless allowed.  ``kw`` is
+    passed to :func:`make_released_state_dict`.
     """
     state_dict = make_released_state_dict(arch, **kw)
-    torch.save({"state_dict": state_dict, "rank1": float(rank1), "epoch": int(epoch)}, path)
+    torch.save({"state_dict": state_dict, "rank1": np.float64(rank1), "epoch": int(epoch)}, path)
     return state_dict
 
 
