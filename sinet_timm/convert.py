@@ -84,6 +84,8 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
 def infer_arch(state_dict: dict[str, torch.Tensor]) -> str:
     """Guess the architecture from which modules a (released or converted) state dict contains."""
     keys = state_dict.keys()
+    if any(('.down_channel.' in k) or ('.recover_bn.' in k) for k in keys):  # statistic attention
+        return 'sanet_r50'
     has_idm = any(('thw_reduction' in k) or ('.integrate.' in k) for k in keys)
     has_sbm = any(('.kernel.0.' in k) or ('.kgm_conv.' in k) for k in keys)
     return {(True, True): 'sinet_r50', (False, True): 'sbnet_r50',

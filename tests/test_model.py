@@ -15,6 +15,7 @@ ARCH_PARAMS = {  # released implementation, parameters without classifier/projec
     'sbnet_r50': 25_143_121,
     'idnet_r50': 24_658_880,
     'vreid_r50': 23_538_688,
+    'sanet_r50': 23_804_160,  # the baseline + 2 SA blocks of 132,736
 }
 
 
