@@ -6,15 +6,19 @@ tests/test_model.py.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 from released_reference import _sa as released_sa
-from released_reference import make_released_state_dict
+from released_reference import make_released_state_dict, save_released_checkpoint
 
+from sinet_cli import hub as hub_cmd
 from sinet_timm import SANet, checkpoint_filter_fn
+from sinet_timm._zoo import zoo_entries
 from sinet_timm.sanet import StatisticAttention
 
 
@@ -148,3 +152,36 @@ def test_train_mode_outputs_and_gradients_reach_sa():
     sa = m.layer2[2]
     # the recovery BN starts at zero: its scale gets the gradient first, the convs once it has moved
     assert sa.recover_bn.weight.grad.abs().sum() > 0 and sa.reduce.weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the zoo entry and the commands
+
+
+@pytest.fixture(scope='module')
+def released_file(tmp_path_factory) -> Path:
+    """A released-format SANet checkpoint for MARS (625 identities, NumPy rank1), as the authors' main.py saves."""
+    path = tmp_path_factory.mktemp('released') / 'sanet_mars.pth.tar'
+    save_released_checkpoint(path, 'sanet', seed=5)
+    return path
+
+
+def test_zoo_entry_hub_convert_and_card(released_file, tmp_path, capsys):
+    entry = zoo_entries()['sanet_r50.mars']
+    assert entry['source']['file_id'] == '1yhX4trD02-ryJ7jRObstmHk9IZb9Smc3' and entry['num_classes'] == 625
+    assert entry['metrics']['paper'] == {'mAP': 86.0, 'rank1': 91.2}
+    assert entry['metrics']['authors_reproduced'] == {'mAP': 86.7, 'rank1': 91.2}
+    out = tmp_path / 'hub'
+    assert hub_cmd.main(['convert', 'sanet_r50.mars', '--src', str(released_file), '--out', str(out)]) == 0
+    assert 'the zoo entry has none yet' in capsys.readouterr().out  # the sha256 is printed, not recorded
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == 'sanet_r50' and cfg['num_classes'] == 625
+    assert cfg['pretrained_cfg']['tag'] == 'mars' and cfg['reid']['zoo_entry'] == 'sanet_r50.mars'
+    model = timm.create_model(f'local-dir:{out}', pretrained=True, num_classes=0)
+    assert isinstance(model, SANet) and model.projection is None
+    assert hub_cmd.main(['card', 'sanet_r50.mars', '--out', str(out)]) == 0
+    text = (out / 'README.md').read_text()
+    assert '| paper (Bai et al., IEEE TCSVT 2021) | 86.0 | 91.2 |' in text
+    assert "| released checkpoint (the authors' numbers) | 86.7 | 91.2 |" in text
+    assert '@article{bai2021sanet' in text and 'Statistic Attention' in text
+    assert "name: Bai et al., IEEE TCSVT 2021 (paper)" in text.split('---\n')[1]  # the model-index source
