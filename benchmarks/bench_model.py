@@ -1,4 +1,4 @@
-"""Model speed, FLOPs and parameters of the SINet family, side by side in one run (issue: speed targets).
+"""Model speed, FLOPs and parameters of the SINet family and SANet, side by side in one run (issue: speed targets).
 
     python benchmarks/bench_model.py                                  # CPU, float32 NCHW and channels_last
     python benchmarks/bench_model.py --batch 1 4 --released /path/to/SINet   # + the authors' implementation
@@ -34,8 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import sinet_timm  # noqa: F401
 from sinet_timm import checkpoint_filter_fn
 
-ARCHS = {'vreid_r50': 'resnet50', 'idnet_r50': 'idnet', 'sbnet_r50': 'sbnet', 'sinet_r50': 'sinet'}
-PAPER_GFLOPS = {'vreid_r50': 32.24, 'sinet_r50': 32.62}  # per 4-frame 256x128 clip, released configuration
+ARCHS = {'vreid_r50': 'resnet50', 'idnet_r50': 'idnet', 'sbnet_r50': 'sbnet', 'sinet_r50': 'sinet',
+         'sanet_r50': 'sanet'}
+PAPER_GFLOPS = {'vreid_r50': 32.24, 'sinet_r50': 32.62}  # per 4-frame 256x128 clip, released configuration (SINet
+# paper; the SANet checkpoint's own paper figure is not printed)
 
 
 def build_released(path: Path, arch: str) -> torch.nn.Module:

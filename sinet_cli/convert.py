@@ -15,7 +15,8 @@ import sys
 from ._common import run
 
 # the architectures (sinet_timm.archs), repeated so that parsing needs no torch import (a test checks they match)
-ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sinet', 'sbnet', 'idnet', 'resnet50')
+ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sanet_r50', 'sinet', 'sbnet', 'idnet', 'resnet50',
+         'sanet')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('src', help="the authors' .pth.tar (or any SINet state dict)")
     p.add_argument('out_dir', help='folder to write model.safetensors and config.json to')
     p.add_argument('--arch', choices=ARCHS, help='architecture (default: inferred from the keys); the released '
-                                                 "code's names (sinet, sbnet, idnet, resnet50) work too")
+                                                 "code's names (sinet, sbnet, idnet, resnet50, sanet) work "
+                                                 'too')
     p.add_argument('--dataset', help='training dataset recorded in config.json (e.g. mars, lsvid)')
     p.add_argument('--sha256', help='refuse to convert unless the file has this sha256')
     p.add_argument('--overwrite', action='store_true', help='replace the files of an existing output folder')

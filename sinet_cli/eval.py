@@ -23,9 +23,9 @@ DATASETS_HELP = 'mars, lsvid, ilidsvid, prid2011, dukev (aliases such as ls-vid 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='sinet-eval', description=__doc__.split('\n\n')[0].replace('``', ''),
-        epilog='Models: sinet_r50 / sbnet_r50 / idnet_r50 / vreid_r50 with a zoo tag (.mars, .lsvid), any timm image '
-               'model (evaluated frame by frame, frame embeddings averaged over each clip), hf-hub:ORG/NAME, '
-               "local-dir:FOLDER; or --checkpoint FILE for the authors' .pth.tar.")
+        epilog='Models: sinet_r50 / sbnet_r50 / idnet_r50 / vreid_r50 with a zoo tag (.mars, .lsvid), sanet_r50.mars, '
+               'any timm image model (evaluated frame by frame, frame embeddings averaged over each clip), '
+               "hf-hub:ORG/NAME, local-dir:FOLDER; or --checkpoint FILE for the authors' .pth.tar.")
     p.add_argument('--model', default=None,
                    help='timm model name (default: sinet_r50.mars; sinet_r50 with random weights for the '
                         'synthetic demo)')

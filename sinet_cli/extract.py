@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('input', help='folder of tracklets, folder of frames, or list file')
     p.add_argument('--output', '-o', type=Path, required=True, help='features file to write (.safetensors)')
     p.add_argument('--model', default=None,
-                   help='timm model name (default sinet_r50.mars), e.g. sinet_r50.lsvid, vreid_r50, '
+                   help='timm model name (default sinet_r50.mars), e.g. sinet_r50.lsvid, sanet_r50.mars, vreid_r50, '
                         'local-dir:FOLDER, hf-hub:ORG/NAME, or a timm image model (frame embeddings averaged)')
     p.add_argument('--checkpoint', help="a released .pth.tar or converted .safetensors instead of Hub weights "
                                         "(architecture inferred from its keys unless --model names one)")

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawTextHelpFormatter,
         epilog='Defaults are the released recipe (paper Sec. 4.2): 8 identities x 4 tracklets per batch, 4 frames '
                'by restricted random\nsampling, 256x128, flip + random erasing, Adam 3e-4 (wd 5e-4), lr x0.1 at '
-               'epochs 40/80/120, 160 epochs,\nCE + triplet (cosine, margin 0.3) + 0.001 x frame InfoNCE.')
+               'epochs 40/80/120, 160 epochs,\nCE + triplet (cosine, margin 0.3) + 0.001 x frame InfoNCE (SBNet/SINet; '
+               'SANet, IDNet and the baseline train\nwithout it, as released).')
     g = p.add_argument_group('run')
     g.add_argument('--config', type=Path, help='JSON/YAML file of settings (e.g. a run\'s config.json) used as '
                                                 'defaults;\nflags given on the command line win')
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--stop-at-epoch', type=int, default=_D.stop_at_epoch,
                    help='stop after this epoch as if interrupted (time-limited jobs); continue with --resume')
     g = p.add_argument_group('model and data')
-    g.add_argument('--model', default=_D.model, help='sinet_r50, sbnet_r50, idnet_r50 or vreid_r50')
+    g.add_argument('--model', default=_D.model, help='sinet_r50, sbnet_r50, idnet_r50, vreid_r50 or sanet_r50')
     g.add_argument('--model-kwargs', nargs='+', action=_ParseKwargs, default={}, metavar='KEY=VALUE',
                    help='extra timm.create_model arguments, e.g. idm_reduction=4 drop_rate=0.1')
     g.add_argument('--no-pretrained', dest='pretrained', action='store_false',

@@ -4,9 +4,10 @@
 ``timm.create_model("sinet_r50.mars", pretrained=True)`` works like any timm model.
 
 Layout: :mod:`~sinet_timm.framewise` (the shared frame-wise ResNet-50, head and timm API), one file per family
-(:mod:`~sinet_timm.sinet`), :mod:`~sinet_timm.convert` (the authors' checkpoints), :mod:`~sinet_timm._zoo` (the
-zoo, generated from ``hub_configs/*.yaml``), :mod:`~sinet_timm.drive` and :mod:`~sinet_timm.hub` (original files
-and Hub folders), :mod:`~sinet_timm.errors` (the project's error hierarchy). Nothing here imports the evaluator
+(:mod:`~sinet_timm.sinet`: SINet, SBNet, IDNet and the baseline; :mod:`~sinet_timm.sanet`: SANet),
+:mod:`~sinet_timm.convert` (the authors' checkpoints), :mod:`~sinet_timm._zoo` (the zoo, generated from
+``hub_configs/*.yaml``), :mod:`~sinet_timm.drive` and :mod:`~sinet_timm.hub` (original files and Hub folders),
+:mod:`~sinet_timm.errors` (the project's error hierarchy). Nothing here imports the evaluator
 (``reid_eval``) or the trainer (``sinet_train``).
 """
 
@@ -20,6 +21,7 @@ from .errors import (
     ZooConfigError,
 )
 from .framewise import SINetOutput, VideoReIDNet, checkpoint_filter_fn
+from .sanet import SANet, sanet_r50
 from .sinet import SINet, idnet_r50, sbnet_r50, sinet_r50, vreid_r50
 
 __version__ = "0.1.0"
@@ -28,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "HubError",
     "ModelInputError",
+    "SANet",
     "SINet",
     "SINetOutput",
     "SinetTimmError",
@@ -36,6 +39,7 @@ __all__ = [
     "ZooConfigError",
     "checkpoint_filter_fn",
     "idnet_r50",
+    "sanet_r50",
     "sbnet_r50",
     "sinet_r50",
     "vreid_r50",

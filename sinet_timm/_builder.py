@@ -14,7 +14,7 @@ from typing import Any
 from timm.models import build_model_with_cfg, get_pretrained_cfg
 
 from ._zoo import zoo_entries
-from .convert import describe_mismatch, infer_arch, load_checkpoint_file
+from .convert import describe_mismatch, infer_arch, load_checkpoint_file, numpy_scalars_allowed
 from .drive import DRIVE_FALLBACK_ENV, drive_fallback_file
 from .errors import CheckpointError, WeightsUnavailableError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
@@ -29,7 +29,9 @@ def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool =
             f'{variant} does not support features_only: its stages exchange information across frames. Use '
             'model.forward_features(clips) for the (B, T, 2048, h, w) maps.')
     try:
-        return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+        with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself
+            return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                        **kwargs)
     except Exception as e:
         file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
         if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)

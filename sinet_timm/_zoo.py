@@ -21,6 +21,7 @@ Schema of an entry (``REQUIRED_KEYS`` must be present; the rest is optional)::
       paper: {mAP: 86.2, rank1: 91.0}         # in percent
       authors_reproduced: {...}               # optional
       ours: null                              # written by `sinet-hub publish/record` from a reid_eval JSON
+    paper_ref: Bai et al., CVPR 2022  # who reported metrics.paper (model card); this is the default
     citation: "@inproceedings{...}"
     card: "free text for the model card"
 
@@ -160,7 +161,7 @@ def validate_entry(entry: Any, path: str | Path) -> dict[str, Any]:
     for k in ('authors_reproduced', 'ours'):
         if metrics.get(k) is not None:
             _check_metrics(path, f'metrics.{k}', metrics[k], ('mAP', 'rank1'))
-    for k in ('citation', 'card', 'protocol'):
+    for k in ('citation', 'card', 'protocol', 'paper_ref'):
         if entry.get(k) is not None and not isinstance(entry[k], str):
             raise _fail(path, k, f'expected text, got {type(entry[k]).__name__}')
     if entry.get('embedding_dim') is not None and not _is_int(entry['embedding_dim']):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import zipfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from .archs import ARCHITECTURES, canonical_arch
 from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
 
-__all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released', 'reid_config',
-           'sha256_of']
+__all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released',
+           'numpy_scalars_allowed', 'reid_config', 'sha256_of']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
 _INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
@@ -36,6 +37,12 @@ _INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description'
 _np_core = getattr(np, '_core', None) or np.core
 _NUMPY_SAFE_GLOBALS = [_np_core.multiarray.scalar, (_np_core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
                        np.dtype, *(type(np.dtype(c)) for c in 'fdeilqbB?')]
+
+
+def numpy_scalars_allowed() -> AbstractContextManager:
+    """A context in which ``torch.load(weights_only=True)`` reads the NumPy scalars the released files store beside
+    their weights (as data; nothing is executed): ours, and timm's loading of ``pretrained_cfg_overlay=dict(file=)``."""
+    return torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS)
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -58,7 +65,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f'{path} is not a readable safetensors file: {e}') from e
     try:
-        with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+        with numpy_scalars_allowed():
             obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # text, truncated zips, foreign pickles: torch raises a dozen different types
         raise CheckpointError(f'{path} is not a PyTorch checkpoint that can be read safely: '
@@ -100,6 +107,8 @@ def _check_output_folder(out_dir: Path) -> None:
 def infer_arch(state_dict: dict[str, torch.Tensor]) -> str:
     """Guess the architecture from which modules a (released or converted) state dict contains."""
     keys = state_dict.keys()
+    if any(('.down_channel.' in k) or ('.recover_bn.' in k) for k in keys):  # statistic attention
+        return 'sanet_r50'
     has_idm = any(('thw_reduction' in k) or ('.integrate.' in k) for k in keys)
     has_sbm = any(('.kernel.0.' in k) or ('.kgm_conv.' in k) for k in keys)
     return {(True, True): 'sinet_r50', (False, True): 'sbnet_r50',

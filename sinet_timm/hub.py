@@ -36,7 +36,7 @@ from .errors import CheckpointError, HubError, NumClassesMismatch, OutputExistsE
 
 __all__ = [
     'UploadFile', 'card_text', 'compare_metrics', 'convert_entry', 'list_zoo', 'load_results', 'push', 'record',
-    'results_to_ours', 'upload_plan', 'write_card',
+    'paper_ref', 'results_to_ours', 'upload_plan', 'write_card',
 ]
 
 DEFAULT_TOLERANCE = 0.1
@@ -44,6 +44,7 @@ GATED_METRICS = ('mAP', 'rank1')  # verify fails when these drift
 METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20')
 REQUIRED_FILES = ('model.safetensors', 'config.json', 'README.md')
 PAPER_URL = 'https://github.com/baist/SINet'
+DEFAULT_PAPER_REF = 'Bai et al., CVPR 2022'  # a zoo entry's ``paper_ref`` when it has none (SINet's paper)
 TASK = {'type': 'video-person-re-identification', 'name': 'Video Person Re-identification'}
 TAGS = ['timm', 'sinet-timm', 'video-person-re-identification', 'person-re-identification', 'video']
 
@@ -157,7 +158,7 @@ def card_metadata(entry: dict[str, Any], ours: dict[str, Any] | None = None, dat
     """
     dataset_name = dataset_name or entry['dataset']
     results = [_model_index_result(entry, entry['metrics']['paper'], 'paper',
-                                   {'name': 'Bai et al., CVPR 2022 (paper)', 'url': PAPER_URL}, dataset_name)]
+                                   {'name': f'{paper_ref(entry)} (paper)', 'url': PAPER_URL}, dataset_name)]
     if ours:
         results.append(_model_index_result(
             entry, ours, 'sinet-timm', {'name': 'sinet-timm sinet-eval (dense protocol)',
@@ -169,6 +170,11 @@ def card_metadata(entry: dict[str, Any], ours: dict[str, Any] | None = None, dat
         'datasets': [entry['dataset']],
         'model-index': [{'name': entry['name'], 'results': results}],
     }
+
+
+def paper_ref(entry: dict[str, Any]) -> str:
+    """Who reported the entry's ``metrics.paper`` numbers (its ``paper_ref``; SINet's CVPR 2022 paper by default)."""
+    return entry.get('paper_ref') or DEFAULT_PAPER_REF
 
 
 def _row(label: str, m: dict[str, Any] | None) -> str:
@@ -185,7 +191,7 @@ def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset
     ours = ours if ours is not None else entry['metrics'].get('ours')
     meta = yaml.safe_dump(card_metadata(entry, ours, ds_name), sort_keys=False, width=200)
     table = ['| | mAP | rank-1 | rank-5 | rank-10 | rank-20 |', '|---|---|---|---|---|---|',
-             _row('paper (Bai et al., CVPR 2022)', entry['metrics']['paper'])]
+             _row(f'paper ({paper_ref(entry)})', entry['metrics']['paper'])]
     if entry['metrics'].get('authors_reproduced'):
         table.append(_row("released checkpoint (the authors' numbers)",
                           entry['metrics']['authors_reproduced']))

@@ -7,7 +7,8 @@
 * ``L_frame``: the frame-level supervised InfoNCE of the salient-to-broad transition (weight lambda2): within each
   identity's group of clips, frames at the same position are positives and the identity's frames at the other
   positions are negatives. The released code weighs it by 0.001 (the paper's text says 0.01); it only exists for
-  models with a frame projection (SBNet, SINet).
+  models with a frame projection (SBNet, SINet). IDNet, the baseline and SANet train with ``L_ce + L_tri``, as
+  released (SANet's recipe is SINet's otherwise).
 
 All losses are computed in float32, also under autocast.
 """

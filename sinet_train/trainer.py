@@ -144,7 +144,7 @@ class TrainConfig:
                 f'a batch needs at least 2 identities (the triplet loss needs negatives) and 1 tracklet each; '
                 f'got --num-identities {self.num_identities} --num-instances {self.num_instances}')
         if self.frames_per_clip < 1 or self.frames_per_clip % 4:
-            raise TrainError(f'--frames-per-clip must be a multiple of 4 (SBM/IDM work on 4-frame clips), got '
+            raise TrainError(f'--frames-per-clip must be a multiple of 4 (SBM/IDM/SA work on 4-frame clips), got '
                              f'{self.frames_per_clip}')
         if self.epochs < 1:
             raise TrainError(f'--epochs must be >= 1, got {self.epochs}')

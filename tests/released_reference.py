@@ -3,8 +3,10 @@
 This module is an independent re-implementation of the *eval-mode* computation of the models
 released with "Salient-to-Broad Transition for Video Person Re-identification" (Bai et al.,
 CVPR 2022; github.com/baist/SINet): the I3D-style inflated ResNet-50 baseline (``resnet50``),
-the Integration-and-Distribution Module (``idnet``), the Salient-to-Broad Module (``sbnet``) and
-both together (``sinet``).  It works directly on a state dict in the *released* layout: 5-D
+the Integration-and-Distribution Module (``idnet``), the Salient-to-Broad Module (``sbnet``),
+both together (``sinet``), and SANet ("SANet: Statistic Attention Network for Video-Based Person
+Re-Identification", Bai et al., IEEE TCSVT 2021; ``sanet``), released in the same repository.
+It works directly on a state dict in the *released* layout: 5-D
 ``Conv3d`` weights with biases, BatchNorm layers keyed like torchvision's, plug-in modules
 inserted into the ``layerN`` ``nn.Sequential`` containers (so the block indices after a plug-in
 are shifted), a ``bn.*`` BatchNorm1d neck, ``classifier.*`` and, for the archs trained with the
@@ -38,6 +40,16 @@ Facts of the released eval computation reproduced here:
   of the later frames divided by k*k, per-frame softmax over h*w clamped at 1e-4, the
   suppression map, and the cross propagation between the two frame groups.  A clip of 8 frames
   is processed by the SBM as two independent groups of 4 consecutive frames;
+* SA, the Statistic Attention block of SANet (after blocks 1 and 3 of layer2): a 1x1x1 conv with
+  bias reduces 512 -> 128 channels; per sample and reduced channel, the moments over all T*H*W
+  positions of the input are the mean, the population standard deviation and the 4th, 5th and 6th
+  central moments divided by the standard deviation to that power; each moment vector is
+  L2-normalised over the channels; every position takes a softmax over the 5 dot products of its
+  (unnormalised) reduced feature with them and outputs that mixture of the normalised moment
+  vectors; a 1x1x1 conv with bias and a BatchNorm3d bring back 512 channels, then ``relu(x + .)``.
+  The released block pools its statistics over whatever T it is given (the released evaluation
+  only feeds 4-frame clips).  Written from a fact sheet of the released code (checked by running
+  it: a float64 formulation matched the released block to 4e-16), not from the code itself;
 * head: global spatial max pool per frame, then the BatchNorm1d neck applied per frame, giving
   the released eval output of shape (B, 2048, T).
 """
@@ -47,11 +59,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ARCHS = ("sinet", "sbnet", "idnet", "resnet50")
+ARCHS = ("sinet", "sbnet", "idnet", "resnet50", "sanet")
 StateDict = dict[str, Tensor]
 
 BN_EPS = 1e-5
@@ -68,6 +81,9 @@ SBM_K = 3
 SBM_BETA = 5.0
 SBM_ALPHA = 0.1
 SBM_GROUP = 4  # the released SBM works on groups of 4 frames
+SA_AFTER_BLOCKS = (1, 3)  # in layer2
+SA_REDUCTION = 4
+SA_ORDERS = (4, 5, 6)  # standardised central moments beside mean and std (no 3rd)
 
 RELEASED_SEQ_LEN = 4
 RELEASED_SIZE = (256, 128)
@@ -86,8 +102,13 @@ def _has_sbm(arch: str) -> bool:
     return arch in ("sinet", "sbnet")
 
 
+def _has_sa(arch: str) -> bool:
+    return arch == "sanet"
+
+
 def _stage_plan(arch: str, stage: int) -> list[tuple[str, int]]:
-    """Entries of ``layer{stage}`` in Sequential order: ("block", block_idx), ("idm", 0), ("sbm", pos)."""
+    """Entries of ``layer{stage}`` in Sequential order: ("block", block_idx), ("idm", 0), ("sbm", pos),
+    ("sa", 0)."""
     plan: list[tuple[str, int]] = []
     for i in range(STAGE_BLOCKS[stage - 1]):
         plan.append(("block", i))
@@ -95,6 +116,8 @@ def _stage_plan(arch: str, stage: int) -> list[tuple[str, int]]:
             plan.append(("idm", 0))
         if stage == 3 and _has_sbm(arch) and i in SBM_AFTER_BLOCKS:
             plan.append(("sbm", SBM_AFTER_BLOCKS[i]))
+        if stage == 2 and _has_sa(arch) and i in SA_AFTER_BLOCKS:
+            plan.append(("sa", 0))
     return plan
 
 
@@ -162,6 +185,10 @@ def released_keys(
                 _add_conv(keys, f"{p}.chl_reduction.0", c_red, c_out)
                 _add_bn(keys, f"{p}.chl_reduction.1", c_red)
                 _add_conv(keys, f"{p}.chl_expansion.0", c_out, c_red)
+            elif kind == "sa":
+                _add_conv(keys, f"{p}.down_channel", c_out // SA_REDUCTION, c_out)
+                _add_conv(keys, f"{p}.up_channel.0", c_out, c_out // SA_REDUCTION)
+                _add_bn(keys, f"{p}.up_channel.1", c_out)
             else:  # sbm
                 _add_conv(keys, f"{p}.kernel.0", SBM_K * SBM_K, c_out)
                 _add_bn(keys, f"{p}.kernel.1", SBM_K * SBM_K)
@@ -205,6 +232,8 @@ def _random_weight(name: str, shape: tuple[int, ...], g: torch.Generator) -> Ten
         std *= 0.2  # zero-initialised in the released code; non-zero (but modest) to exercise the IDM
     if ".thw_expansion." in name:
         std *= 0.5
+    if ".up_channel.0." in name:
+        std *= 4.0  # SA's recovery (zero BN in the released init): the unit-norm statistics weigh in visibly
     if name.startswith("classifier."):
         std = 0.01
     return std * torch.randn(shape, generator=g)
@@ -251,11 +280,13 @@ def make_released_state_dict(
 def save_released_checkpoint(path, arch: str, rank1: float = 0.5, epoch: int = 149, **kw) -> StateDict:
     """Write a checkpoint the way the released training script does and return its state dict.
 
-    The file is a plain ``torch.save`` of ``{'state_dict': ..., 'rank1': float, 'epoch': int}``
-    (conventionally named ``*.pth.tar``).  ``kw`` is passed to :func:`make_released_state_dict`.
+    The file is a plain ``torch.save`` of ``{'state_dict': ..., 'rank1': np.float64, 'epoch': int}``
+    (conventionally named ``*.pth.tar``): the released ``main.py`` stores ``cmc[0]`` of a NumPy
+    array, a NumPy scalar that ``torch.load(weights_only=True)`` refuses unless allowed.  ``kw`` is
+    passed to :func:`make_released_state_dict`.
     """
     state_dict = make_released_state_dict(arch, **kw)
-    torch.save({"state_dict": state_dict, "rank1": float(rank1), "epoch": int(epoch)}, path)
+    torch.save({"state_dict": state_dict, "rank1": np.float64(rank1), "epoch": int(epoch)}, path)
     return state_dict
 
 
@@ -313,6 +344,24 @@ def _idm(sd: Mapping[str, Tensor], p: str, x: Tensor) -> Tensor:
     z = (tokens + mixed).reshape(z.shape)
     # distribute back to all channels
     return F.relu(x + _conv(sd, f"{p}.chl_expansion.0", z))
+
+
+def _sa(sd: Mapping[str, Tensor], p: str, x: Tensor) -> Tensor:
+    """Statistic Attention block on x of shape (B, C, T, H, W); statistics over all of T*H*W."""
+    z = _conv(sd, f"{p}.down_channel", x)  # (B, c, T, H, W)
+    b, c = z.shape[:2]
+    flat = z.reshape(b, c, -1)  # (B, c, N)
+    n = flat.shape[-1]
+    mean = flat.sum(dim=-1) / n
+    centred = flat - mean.unsqueeze(-1)
+    std = torch.sqrt((centred**2).sum(dim=-1) / n)
+    moments = [mean, std] + [(centred**k).sum(dim=-1) / n / std**k for k in SA_ORDERS]
+    stats = torch.stack(moments, dim=-1)  # (B, c, 5)
+    stats = stats / torch.linalg.vector_norm(stats, dim=1, keepdim=True).clamp_min(1e-12)
+    weights = torch.einsum("bcn,bcm->bnm", flat, stats).softmax(dim=-1)  # (B, N, 5)
+    out = torch.einsum("bnm,bcm->bcn", weights, stats).reshape(z.shape)
+    up = _bn(sd, f"{p}.up_channel.1", _conv(sd, f"{p}.up_channel.0", out))
+    return F.relu(x + up)
 
 
 def _sbm_group(sd: Mapping[str, Tensor], p: str, x: Tensor, pos: int) -> Tensor:
@@ -394,6 +443,8 @@ def released_forward_stages(state_dict: Mapping[str, Tensor], clips: Tensor, arc
                     x = _bottleneck(sd, p, x, STAGE_STRIDES[stage - 1] if arg == 0 else 1)
                 elif kind == "idm":
                     x = _idm(sd, p, x)
+                elif kind == "sa":
+                    x = _sa(sd, p, x)
                 else:
                     x = _sbm(sd, p, x, arg)
             stages[f"layer{stage}"] = x
@@ -407,6 +458,7 @@ def released_forward(state_dict: Mapping[str, Tensor], clips: Tensor, arch: str)
 
     T must be 4 (or 8 for sbnet, whose SBMs then see two groups of 4 frames); for the IDM archs
     (sinet, idnet) T*H*W at layer2 must match the state dict (T == training seq_len, 256x128).
+    sanet takes any T, and its SA blocks pool over all T frames of the input at once.
     The released evaluation averages this output over the last axis to get a clip descriptor.
     """
     return released_forward_stages(state_dict, clips, arch)["out"]

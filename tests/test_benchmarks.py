@@ -25,8 +25,9 @@ def test_bench_model_prints_ratios_flops_and_params(capsys: pytest.CaptureFixtur
     assert re.search(r'^machine: .*threads, device cpu', out, re.M)
     rows = {m.group(1): m for m in re.finditer(
         r'^(\w+_r50)\s+([\d.]+)\s+([\d.]+)\s+(\S+)\s+([\d.]+) \(([\d.]+)x\)\s+([\d.]+) \(([\d.]+)x\)$', out, re.M)}
-    assert set(rows) == {'vreid_r50', 'idnet_r50', 'sbnet_r50', 'sinet_r50'}
+    assert set(rows) == {'vreid_r50', 'idnet_r50', 'sbnet_r50', 'sinet_r50', 'sanet_r50'}
     assert rows['sinet_r50'].group(2) == '26.263' and rows['vreid_r50'].group(2) == '23.539'  # params (M)
+    assert rows['sanet_r50'].group(2) == '23.804' and rows['sanet_r50'].group(4) == '-'
     assert rows['sinet_r50'].group(4) == '32.62' and rows['vreid_r50'].group(4) == '32.24'  # paper GFLOPs
     assert abs(float(rows['sinet_r50'].group(3)) - 32.64) < 0.01  # counted GFLOPs per clip
     assert rows['vreid_r50'].group(6) == '1.000' and float(rows['sinet_r50'].group(6)) > 0

@@ -10,9 +10,11 @@ import torch
 from released_reference import make_released_state_dict, released_forward, save_released_checkpoint
 
 from sinet_cli.convert import main
+from sinet_timm import checkpoint_filter_fn
 from sinet_timm.convert import CheckpointError, convert, load_released
 
-ARCHS = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50', 'resnet50': 'vreid_r50'}
+ARCHS = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50', 'resnet50': 'vreid_r50',
+         'sanet': 'sanet_r50'}
 
 
 @pytest.fixture(scope='module')
@@ -45,19 +47,63 @@ def test_converted_checkpoint_matches_released_computation(released_arch, clips,
     torch.testing.assert_close(full.classifier.weight, sd['classifier.weight'])
     if released_arch in ('sinet', 'sbnet'):
         torch.testing.assert_close(full.projection.weight, sd['projection.weight'])
+    else:  # trained without the frame loss (SANet: cross-entropy and triplet only)
+        assert full.projection is None
 
 
 def test_eight_frame_clips_match_released_sbm(tmp_path):
     """The released SBM treats T=8 as two 4-frame groups; so do we (for any multiple of 4)."""
     sd = make_released_state_dict('sbnet', seed=3)
     model = timm.create_model('sbnet_r50', num_classes=625)
-    from sinet_timm import checkpoint_filter_fn
     model.load_state_dict(checkpoint_filter_fn(sd, model))
     x = torch.randn(1, 8, 3, 256, 128, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         ours = model.eval().forward_head(model.forward_features(x), pre_logits=True)
         ref = released_forward(sd, x.transpose(1, 2), 'sbnet').mean(-1)
     assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_eight_frame_clips_match_released_sanet():
+    """SA pools its statistics over the clip it is given. The released evaluation only feeds 4-frame clips, so an
+    8-frame input is two 4-frame clips, whose embeddings are averaged; clip_len=8 pools over all 8 frames, as the
+    released forward does when handed one 8-frame clip. Both equal the released computation."""
+    sd = make_released_state_dict('sanet', seed=4)
+    x = torch.randn(1, 8, 3, 256, 128, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        halves = [released_forward(sd, x[:, i:i + 4].transpose(1, 2), 'sanet').mean(-1) for i in (0, 4)]
+        whole = released_forward(sd, x.transpose(1, 2), 'sanet').mean(-1)
+        for clip_len, ref in ((4, (halves[0] + halves[1]) / 2), (8, whole)):
+            model = timm.create_model('sanet_r50', num_classes=625, clip_len=clip_len)
+            model.load_state_dict(checkpoint_filter_fn(sd, model))
+            model.eval()
+            assert (model.forward_head(model.forward_features(x), pre_logits=True) - ref).abs().max().item() <= 1e-4
+    assert (whole - (halves[0] + halves[1]) / 2).abs().max().item() > 1e-4  # the two readings differ
+
+
+def test_sanet_through_timm_overlay_and_a_sinet_file_offered_as_sanet(tmp_path, clips, capsys):
+    """The released SANet file (with its NumPy rank1) loads through pretrained_cfg_overlay; a SINet file offered
+    as SANet is refused everywhere with the architecture it looks like."""
+    src = tmp_path / 'sanet.pth.tar'
+    sd = save_released_checkpoint(src, 'sanet', seed=2)
+    assert type(torch.load(src, weights_only=False)['rank1']).__module__ == 'numpy'  # as released main.py saves it
+    assert load_released(src).pretrained_cfg['architecture'] == 'sanet_r50'  # inferred from the keys
+    m = timm.create_model('sanet_r50', pretrained=True, num_classes=0,
+                          pretrained_cfg_overlay=dict(file=str(src))).eval()
+    with torch.no_grad():
+        ref = released_forward(sd, clips.transpose(1, 2), 'sanet').mean(-1)
+        assert (m(clips) - ref).abs().max().item() <= 1e-4
+
+    sinet = tmp_path / 'sinet.pth.tar'
+    save_released_checkpoint(sinet, 'sinet', seed=0)
+    with pytest.raises(CheckpointError, match=r'does not match sanet_r50\. The checkpoint looks like sinet_r50\.'):
+        load_released(sinet, 'sanet_r50')
+    with pytest.raises(CheckpointError, match=r'does not fit sanet_r50\. It looks like sinet_r50\.') as e:
+        timm.create_model('sanet_r50', pretrained=True, pretrained_cfg_overlay=dict(file=str(sinet)))
+    assert 'layer2.2.reduce.weight' in str(e.value)  # SA keys missing from the checkpoint
+    assert main([str(sinet), str(tmp_path / 'out'), '--arch', 'sanet']) == 2
+    assert 'looks like sinet_r50' in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match=r'does not match sinet_r50\. The checkpoint looks like sanet_r50\.'):
+        load_released(src, 'sinet_r50')
 
 
 def test_direct_load_through_timm_pretrained_overlay(tmp_path, clips):

@@ -139,6 +139,7 @@ def _mutate(e: dict, dotted: str, value) -> None:
     ('hf_hub_id', 'no-namespace', "key 'hf_hub_id'"),
     ('architecture', 'resnet50', "key 'architecture'"),
     ('name', 'sinet_r50.other', "key 'name'"),
+    ('paper_ref', ['Bai'], "key 'paper_ref'"),
 ])
 def test_malformed_entry_names_file_and_key(tmp_path, key, value, message):
     e = yaml.safe_load((ZOO / 'sinet_r50.mars.yaml').read_text())
@@ -576,6 +577,7 @@ def test_list_shows_the_zoo(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in zoo_entries())
     assert 'sinet-timm/sinet_r50.mars' in out and '86.2 / 91.0' in out and 'tv_in1k' in out
+    assert 'sinet-timm/sanet_r50.mars' in out and '86.0 / 91.2' in out  # SANet's paper numbers (TCSVT 2021)
 
 
 def test_verify_without_recorded_metrics_is_an_error(tmp_path, capsys):

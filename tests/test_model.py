@@ -15,6 +15,7 @@ ARCH_PARAMS = {  # released implementation, parameters without classifier/projec
     'sbnet_r50': 25_143_121,
     'idnet_r50': 24_658_880,
     'vreid_r50': 23_538_688,
+    'sanet_r50': 23_804_160,  # the baseline + 2 SA blocks of 132,736
 }
 
 
@@ -29,6 +30,10 @@ def test_registered_models_and_zoo():
         assert {f'{arch}.mars', f'{arch}.lsvid', f'{arch}.tv_in1k'} <= pretrained
     cfg = timm.get_pretrained_cfg('sinet_r50.mars')
     assert cfg.num_classes == 625 and cfg.hf_hub_id.endswith('/sinet_r50.mars')
+    # SANet: MARS only in the release (no LS-VID checkpoint)
+    assert set(timm.list_pretrained('sanet_r50*')) == {'sanet_r50.mars', 'sanet_r50.tv_in1k'}
+    cfg = timm.get_pretrained_cfg('sanet_r50.mars')
+    assert cfg.num_classes == 625 and cfg.hf_hub_id.endswith('/sanet_r50.mars') and 'TCSVT' in cfg.paper_ids
     # the untagged name defaults to the ImageNet backbone init, like the authors' training
     assert timm.get_pretrained_cfg('sinet_r50').hf_hub_id == 'timm/resnet50.tv_in1k'
 
