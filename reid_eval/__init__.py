@@ -3,7 +3,7 @@
     import reid_eval
     res = reid_eval.evaluate("sinet_r50.mars", dataset="mars", root="/data")   # zoo, timm, hf-hub:, local-dir:
     res = reid_eval.evaluate(my_model, dataset="lsvid", root="/data")          # any clips -> embeddings module
-    res.metrics                # {'mAP': .., 'rank1': .., 'rank5': .., 'rank10': .., 'rank20': ..}, percent
+    res.metrics                # {'mAP': .., 'rank1': .., 'rank5': .., 'rank10': .., 'rank20': .., 'mINP': ..}, %
     res.query, res.gallery     # Embeddings: features, pids, camids, tracklet names
     feats = reid_eval.extract(model, tracklets)                                 # your own tracklets
 

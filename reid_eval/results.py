@@ -14,7 +14,7 @@ import torch
 
 __all__ = ['METRIC_KEYS', 'Embeddings', 'EvalResult', 'SplitResult', 'versions']
 
-METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20')
+METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP')
 
 
 @dataclass
@@ -41,7 +41,7 @@ class SplitResult:
     """The result of one split: metrics (percent), what ran, how long, and the ranked embeddings."""
 
     split: int
-    metrics: dict[str, Any]  # mAP, rank1/5/10/20 (percent), num_valid_queries, cmc (percent per rank)
+    metrics: dict[str, Any]  # mAP, rank1/5/10/20, mINP (percent), num_valid_queries, cmc (percent per rank)
     protocol: str
     protocol_notes: str
     num_query: int

@@ -68,7 +68,7 @@ def _fmt(v: float | None) -> str:
 def print_results(title: str, ours: dict[str, Any], paper: dict[str, float], std: dict[str, float] | None = None,
                   file=None) -> None:
     file = file or sys.stdout
-    keys = ['mAP', 'rank1', 'rank5', 'rank10', 'rank20']
+    keys = ['mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP']
     print(f'\n{title}', file=file)
     print('          ' + ''.join(f'{k:>9}' for k in keys), file=file)
     print('  ours    ' + ''.join(f'{_fmt(ours.get(k)):>9}' for k in keys), file=file)
