@@ -1,7 +1,8 @@
 """Protocols beyond the released one (issue 19): mINP, k-reciprocal re-ranking, AQE, the gallery rule, image-to-video
-queries, each against an independent plain computation; the default output is unchanged."""
+queries and --compare, each against an independent plain computation; the default output is unchanged."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from reid_eval.protocol import evenly_spaced
 from reid_eval.ranking import RANKERS, market1501_ranks, rank_distances, rank_metrics
 from reid_eval.results import Embeddings
 from reid_eval.synthetic import make_synthetic
+from sinet_cli.eval import main as eval_main
 
 SMALL = {'input_size': (3, 64, 32)}  # the family's model on 64x32 frames: the same code, 16x less work
 QUIET = dict(mode='sampled', workers=0, progress=False, device='cpu', data_config=SMALL)
@@ -309,3 +311,87 @@ def test_query_frames_embed_the_chosen_frames_gallery_whole(mars, model, cache):
     torch.testing.assert_close(three.query.features, by_hand, rtol=1e-5, atol=1e-5)
     assert len(three.gallery) == len(data.gallery)
     assert three.metrics['mAP'] == reid_eval.rank(three.query, three.gallery)['mAP']
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the command: labelled rows, the JSON, --compare
+
+
+def _cli(tmp_path: Path, mars: Path, out: str, *args: str) -> tuple[int, dict]:
+    path = tmp_path / out
+    code = eval_main(['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'mars', '--root', str(mars),
+                      '--mode', 'sampled', '--workers', '0', '--no-progress', '--device', 'cpu', '--cache-dir',
+                      str(tmp_path / 'cache'), '--output', str(path), *args])
+    return code, (json.loads(path.read_text()) if code == 0 else {})
+
+
+def test_cli_rows_json_and_compare(mars, tmp_path, capsys):
+    code, plain = _cli(tmp_path, mars, 'plain.json')
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert 'mINP' in printed and '+ rerank' not in printed and 'MARS gallery = query + gallery' in printed
+    assert plain['rerank'] is None and plain['aqe'] is None and 'metrics_rerank' not in plain
+    code, post = _cli(tmp_path, mars, 'post.json', '--rerank', '--rerank-k1', '10', '--aqe', '--aqe-k', '3')
+    assert code == 0
+    printed = capsys.readouterr().out
+    table = printed.splitlines()[2:]  # a blank line, the title, then the header and the rows
+    assert table[0].split() == ['mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP']
+    labels = [line[2:18].strip() for line in table[1:5]]
+    assert labels == ['ours', '+ AQE', '+ rerank', '+ AQE + rerank']
+    assert '+ rerank: k-reciprocal re-ranking (k1 10, k2 6, lambda 0.3) of 1 - cos' in printed
+    # the plain metrics stay the released protocol's, number for number; the others are separate blocks
+    assert post['metrics'] == plain['metrics'] and post['per_split'][0]['metrics'] == plain['per_split'][0]['metrics']
+    assert post['rerank']['k1'] == 10 and post['rerank']['k2'] == 6 and post['aqe'] == {
+        'k': 3, 'alpha': 3.0, 'times': 1, 'implementation': "fast-reid's aqe, in row blocks (reid_eval.postprocess)"}
+    for v in ('aqe', 'rerank', 'aqe_rerank'):
+        assert set(post[f'metrics_{v}']) == {'mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP'}
+        assert post['per_split'][0][f'metrics_{v}']['mAP'] == post[f'metrics_{v}']['mAP']
+        assert f'rank_{v}' in post['per_split'][0]['timings_s']
+    # a parameter without its switch
+    assert _cli(tmp_path, mars, 'x.json', '--aqe-k', '3')[0] == 2
+    assert '--aqe-k/--aqe-alpha set the parameters of --aqe: add --aqe' in capsys.readouterr().err
+
+    # --compare: one table, a Markdown copy, old JSONs (no mINP, no recorded rule) still read
+    old = dict(plain, metrics={k: v for k, v in plain['metrics'].items() if k != 'mINP'})
+    for k in ('gallery_rule', 'query_frames', 'rerank', 'aqe'):
+        old.pop(k)
+    (tmp_path / 'old.json').write_text(json.dumps(old))
+    md = tmp_path / 'table.md'
+    runs = [str(tmp_path / n) for n in ('plain.json', 'post.json', 'old.json')]
+    assert eval_main(['--compare', *runs, '--compare-output', str(md)]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert lines[0].split() == ['model', 'dataset', 'split', 'protocol', 'mAP', 'R1', 'R5', 'R10', 'R20', 'mINP']
+    assert len([ln for ln in lines if ln.startswith('vreid_r50')]) == 1 + 4 + 1
+    assert 'sampled; query+gallery; + AQE (k 3, alpha 3) + rerank (k1 10, k2 6, lambda 0.3)' in printed
+    assert f"{plain['metrics']['mAP']:.1f}" in lines[1] and f"{plain['metrics']['mINP']:.1f}" in lines[1]
+    assert lines[6].rstrip().endswith('-')  # the old run has no mINP
+    text = md.read_text()
+    assert text.startswith('| model | dataset | split | protocol | mAP | R1 | R5 | R10 | R20 | mINP |\n|---|')
+    assert text.count('\n| vreid_r50 (random weights) | mars | 0 | sampled; query+gallery') == 6
+    # never overwritten without --overwrite; the default path is beside the first JSON
+    assert eval_main(['--compare', *runs, '--compare-output', str(md)]) == 2
+    assert 'exists; pass --overwrite' in capsys.readouterr().err
+    assert eval_main(['--compare', *runs, '--compare-output', str(md), '--overwrite']) == 0
+    assert eval_main(['--compare', runs[0]]) == 0 and (tmp_path / 'plain.compare.md').exists()
+    capsys.readouterr()
+    # files that are not results JSONs: one line, exit 2
+    (tmp_path / 'junk.json').write_text('not json')
+    (tmp_path / 'foreign.json').write_text(json.dumps({'accuracy': 0.9}))
+    for bad, message in (('junk.json', 'is not JSON'), ('foreign.json', 'is not a sinet-eval results JSON'),
+                         ('missing.json', 'no such results JSON')):
+        assert eval_main(['--compare', runs[0], str(tmp_path / bad), '--compare-output', str(tmp_path / 'y.md')]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1 and 'Traceback' not in err
+
+
+def test_command_line_defaults_equal_the_librarys():
+    from sinet_cli import _common
+
+    assert _common.GALLERY_RULES == reid_eval.evaluator.GALLERY_RULES
+    r, a = RerankOptions(), AQEOptions()
+    assert _common.RERANK_DEFAULTS == {'k1': r.k1, 'k2': r.k2, 'lambda_value': r.lambda_value}
+    assert _common.AQE_DEFAULTS == {'k': a.k, 'alpha': a.alpha}
+    from sinet_cli.eval import ROW_LABELS
+
+    assert ROW_LABELS == reid_eval.results.VARIANTS
