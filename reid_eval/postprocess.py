@@ -7,9 +7,10 @@ place.
   in blocks of rows. torchreid builds the whole (Nq+Ng)^2 distance matrix, its argsort and the (Nq+Ng)^2 matrices
   V and V_qe: for MARS (1,980 queries, 11,310 gallery tracklets, or 13,290 with the queries added as released)
   that is several GB (``benchmarks/bench_rerank.py`` measures it). Here only what the algorithm reads is kept:
-  the first ``max(k1+1, k2)`` columns of each row's argsort, and V and V_qe as sparse rows (a row has a few
-  hundred non-zeros at most); distance rows are computed twice, one block at a time. Memory is
-  ``block x (Nq+Ng)`` floats plus O((Nq+Ng) * k1) (and the (Nq, Ng) result). :func:`re_ranking_blocks` is the
+  the first ``max(k1+1, k2)`` columns of each row's argsort, and V and V_qe as sparse (CSR) matrices (a row has
+  a few hundred non-zeros at most); distance rows are computed three times (twice for every entry, once more for
+  the queries), one block at a time. Memory is ``block x (Nq+Ng)`` floats plus the sparse V (tens of MB at MARS
+  scale) plus the (Nq, Ng) result. :func:`re_ranking_blocks` is the
   algorithm on any distance matrix given block by block; it equals torchreid's ``re_ranking`` to the last bit
   (same float32 operations in the same order, same argsort; tested).
 * :func:`average_query_expansion`: fast-reid's ``aqe`` (alpha query expansion, Radenovic et al.): every query and
@@ -122,9 +123,9 @@ def k_reciprocal_distances(
 ) -> np.ndarray:
     """The (Nq, Ng) k-reciprocal re-ranked distances of query and gallery embeddings: torchreid's ``re_ranking``
     of the ``1 - cos`` distances, in blocks of ``chunk`` rows (see the module docstring)."""
-    feats = torch.cat([qf, gf])
-    return re_ranking_blocks(_cosine_rows(feats, device), qf.shape[0], feats.shape[0], k1=k1, k2=k2,
-                             lambda_value=lambda_value, chunk=chunk)
+    rows = _cosine_rows(torch.cat([qf, gf]), device)  # holds only the normalised copy
+    return re_ranking_blocks(rows, qf.shape[0], qf.shape[0] + gf.shape[0], k1=k1, k2=k2, lambda_value=lambda_value,
+                             chunk=chunk)
 
 
 def _row_blocks(n: int, chunk: int):
@@ -172,11 +173,14 @@ def re_ranking_blocks(
         top[lo:hi] = np.argsort(_normalised(rows, lo, hi))[:, :width]
     recip = _reciprocal(top[:, :k1 + 1])
     half_sets = [set(r.tolist()) for r in _reciprocal(top[:, :half])]
-    # pass 2: V, one sparse row per entry: Gaussian weights over the expanded k-reciprocal neighbourhood
-    v_idx: list[np.ndarray] = []
-    v_val: list[np.ndarray] = []
+    # pass 2: V, one sparse row per entry: Gaussian weights over the expanded k-reciprocal neighbourhood. Kept as
+    # one CSR matrix, concatenated block by block (millions of small arrays living on between the distance blocks
+    # would fragment the heap: +360 MB of resident memory at 7,000 entries)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    idx_parts, val_parts = [], []
     for lo, hi in _row_blocks(n, chunk):
         dist = _normalised(rows, lo, hi)
+        block_idx, block_val = [], []
         for i in range(lo, hi):
             r = recip[i]
             r_set = set(r.tolist())
@@ -187,38 +191,47 @@ def re_ranking_blocks(
                     expansion.append(np.fromiter(cand, dtype=np.int32, count=len(cand)))
             idx = np.unique(np.concatenate(expansion))
             weight = np.exp(-dist[i - lo, idx])
-            v_idx.append(idx)
-            v_val.append(1. * weight / np.sum(weight))
+            block_idx.append(idx)
+            block_val.append(1. * weight / np.sum(weight))
+            indptr[i + 1] = len(idx)
+        idx_parts.append(np.concatenate(block_idx))
+        val_parts.append(np.concatenate(block_val))
+        del dist, block_idx, block_val
+    np.cumsum(indptr, out=indptr)
+    v_idx, v_val = np.concatenate(idx_parts), np.concatenate(val_parts)
+    del idx_parts, val_parts
     if k2 != 1:  # local query expansion: the mean of the V rows of the k2 nearest entries (float32, in order)
+        qe_ptr = np.zeros(n + 1, dtype=np.int64)
         qe_idx, qe_val = [], []
         for i in range(n):
             nbrs = top[i, :k2]
-            cols = np.concatenate([v_idx[j] for j in nbrs])
-            vals = np.concatenate([v_val[j] for j in nbrs])
+            cols = np.concatenate([v_idx[indptr[j]:indptr[j + 1]] for j in nbrs])
+            vals = np.concatenate([v_val[indptr[j]:indptr[j + 1]] for j in nbrs])
             idx, inverse = np.unique(cols, return_inverse=True)
             acc = np.zeros(len(idx), dtype=np.float32)
             np.add.at(acc, inverse, vals)
             np.true_divide(acc, np.intp(len(nbrs)), out=acc, casting='unsafe')  # np.mean's division
             qe_idx.append(idx)
             qe_val.append(acc)
-        v_idx, v_val = qe_idx, qe_val
+            qe_ptr[i + 1] = len(idx)
+        np.cumsum(qe_ptr, out=qe_ptr)
+        indptr, v_idx, v_val = qe_ptr, np.concatenate(qe_idx), np.concatenate(qe_val)
+        del qe_idx, qe_val
     del top, recip, half_sets
-    # the columns of V (torchreid's invIndex), as one array sorted by column
-    lengths = np.array([len(x) for x in v_idx])
-    all_rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    all_cols = np.concatenate(v_idx).astype(np.int64)
-    all_vals = np.concatenate(v_val)
-    order = np.argsort(all_cols, kind='stable')
-    col_rows, col_vals = all_rows[order], all_vals[order]
+    # the columns of V (torchreid's invIndex): CSC, rows in increasing order within a column
+    all_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    order = np.argsort(v_idx, kind='stable')
+    col_rows, col_vals = all_rows[order], v_val[order]
     col_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(all_cols, minlength=n), out=col_ptr[1:])
-    del all_rows, all_cols, all_vals, order
+    np.cumsum(np.bincount(v_idx, minlength=n), out=col_ptr[1:])
+    del all_rows, order
     # pass 3 (query rows): Jaccard distance from the shared V mass, then the weighted sum with the original
     out = np.empty((num_query, n - num_query), dtype=np.float32)
     for lo, hi in _row_blocks(num_query, chunk):
         dist = _normalised(rows, lo, hi)
         for i in range(lo, hi):
-            cols, vals = v_idx[i], v_val[i]  # columns in increasing order, as torchreid visits them
+            cols = v_idx[indptr[i]:indptr[i + 1]].astype(np.int64)  # increasing, as torchreid visits them
+            vals = v_val[indptr[i]:indptr[i + 1]]
             starts, counts = col_ptr[cols], col_ptr[cols + 1] - col_ptr[cols]
             at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             temp_min = np.zeros(n, dtype=np.float32)
