@@ -84,6 +84,32 @@ def test_minp_matches_a_plain_per_query_computation(levels, chunk):
         assert list(m)[:6] == ['mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP']
 
 
+def test_minp_in_cards_list_and_zoo_entries(capsys):
+    """sinet-hub: mINP is recorded, shown in the card and the list; zoo entries recorded before it still work."""
+    from sinet_timm import hub
+    from sinet_timm._zoo import ZooConfigError, resolve_entry, validate_entry
+
+    entry, path = resolve_entry('sinet_r50.mars')
+    summary = {'dataset': 'mars', 'architecture': 'sinet_r50', 'mode': 'dense',
+               'metrics': {'mAP': 86.07, 'rank1': 90.71, 'rank5': 96.5, 'rank10': 97.6, 'rank20': 98.4, 'mINP': 61.234}}
+    ours = hub.results_to_ours(summary, entry)
+    assert ours['mINP'] == 61.23
+    card = hub.card_text(entry, ours)
+    assert '| | mAP | rank-1 | rank-5 | rank-10 | rank-20 | mINP |' in card
+    assert '| this checkpoint, `sinet-eval` (ours) | 86.1 | 90.7 | 96.5 | 97.6 | 98.4 | 61.2 |' in card
+    assert '| paper (Bai et al., CVPR 2022) | 86.2 | 91.0 | - | - | - | - |' in card  # no mINP in the paper
+    older = {k: v for k, v in ours.items() if k != 'mINP'}
+    assert '| 98.4 | - |' in hub.card_text(entry, older)
+    assert ' | not evaluated yet | | | | | |' in hub.card_text(entry, None)  # a cell per column
+    hub.list_zoo()
+    assert 'ours mINP' in capsys.readouterr().out
+    validate_entry(dict(entry, metrics=dict(entry['metrics'], ours=ours)), path)
+    with pytest.raises(ZooConfigError, match=r"'metrics\.ours\.mINP': expected a number in \[0, 100\]"):
+        validate_entry(dict(entry, metrics=dict(entry['metrics'], ours=dict(ours, mINP=161.0))), path)
+    ok, table = hub.compare_metrics(ours, dict(summary['metrics'], mINP=50.0))
+    assert ok and 'mINP' in table  # shown, not gated
+
+
 def test_minp_of_features_and_its_bounds():
     g = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(1)
