@@ -3,22 +3,35 @@
     import reid_eval
     res = reid_eval.evaluate("sinet_r50.mars", dataset="mars", root="/data")   # zoo, timm, hf-hub:, local-dir:
     res = reid_eval.evaluate(my_model, dataset="lsvid", root="/data")          # any clips -> embeddings module
-    res.metrics                # {'mAP': .., 'rank1': .., 'rank5': .., 'rank10': .., 'rank20': ..}, percent
+    res.metrics                # {'mAP': .., 'rank1': .., 'rank5': .., 'rank10': .., 'rank20': .., 'mINP': ..}, %
     res.query, res.gallery     # Embeddings: features, pids, camids, tracklet names
     feats = reid_eval.extract(model, tracklets)                                 # your own tracklets
+    res = reid_eval.evaluate(..., rerank=reid_eval.RerankOptions(), aqe=reid_eval.AQEOptions())
+    res.variants               # {'rerank': {...}, 'aqe': {...}, 'aqe_rerank': {...}}: beside res.metrics, not in it
 
 Supported benchmarks: MARS, LS-VID, iLIDS-VID, PRID-2011 and DukeMTMC-VideoReID (:mod:`reid_eval.datasets`), under
 the released SINet protocol. The commands (``sinet-eval``, ``sinet-extract``, ...) are thin layers over this API.
 """
 from .datasets import SPECS, DatasetSpec, get_spec, load_dataset
 from .errors import EvalError, SinetTimmError
-from .evaluator import EvalOptions, ReIDEvaluator, evaluate, evaluate_split, extract, rank, resolve_device
+from .evaluator import (
+    EvalOptions,
+    ReIDEvaluator,
+    evaluate,
+    evaluate_split,
+    extract,
+    rank,
+    rank_variants,
+    resolve_device,
+)
 from .models import FrameAverage, LoadedModel, load_model
+from .postprocess import AQEOptions, RerankOptions
 from .results import Embeddings, EvalResult, SplitResult
 from .tracklets import InputTracklet, find_tracklets
 
 __all__ = [
-    'SPECS', 'DatasetSpec', 'Embeddings', 'EvalError', 'EvalOptions', 'EvalResult', 'FrameAverage', 'InputTracklet',
-    'LoadedModel', 'ReIDEvaluator', 'SinetTimmError', 'SplitResult', 'evaluate', 'evaluate_split', 'extract',
-    'find_tracklets', 'get_spec', 'load_dataset', 'load_model', 'rank', 'resolve_device',
+    'SPECS', 'AQEOptions', 'DatasetSpec', 'Embeddings', 'EvalError', 'EvalOptions', 'EvalResult', 'FrameAverage',
+    'InputTracklet', 'LoadedModel', 'ReIDEvaluator', 'RerankOptions', 'SinetTimmError', 'SplitResult', 'evaluate',
+    'evaluate_split', 'extract', 'find_tracklets', 'get_spec', 'load_dataset', 'load_model', 'rank', 'rank_variants',
+    'resolve_device',
 ]

@@ -10,8 +10,8 @@ from sinet_timm.errors import OutputExistsError, SinetTimmError
 
 __all__ = [
     'CacheError', 'DatasetLayoutError', 'EmptyTrackletError', 'EvalError', 'FeatureFileError', 'FrameReadError',
-    'NonFiniteFeaturesError', 'OutputExistsError', 'RenderersDiedError', 'SearchError', 'SinetTimmError',
-    'TrackletInputError', 'VizError', 'WorkersDiedError',
+    'NonFiniteFeaturesError', 'OutputExistsError', 'RenderersDiedError', 'ResultsFileError', 'SearchError',
+    'SinetTimmError', 'TrackletInputError', 'VizError', 'WorkersDiedError',
 ]
 
 
@@ -66,6 +66,10 @@ class TrackletInputError(SinetTimmError, ValueError):
 
 class FeatureFileError(SinetTimmError, ValueError):
     """A features file is missing, unreadable, holds non-finite values, or is not one that ``sinet-extract`` wrote."""
+
+
+class ResultsFileError(SinetTimmError, ValueError):
+    """A results JSON (``sinet-eval --compare``) is missing, is not JSON, or is not one that ``sinet-eval`` wrote."""
 
 
 class SearchError(SinetTimmError, ValueError):

@@ -25,19 +25,21 @@ import torch.nn as nn
 from .cache import FeatureCache, default_cache_dir
 from .datasets import check_layout, get_spec, load_dataset
 from .errors import EvalError
-from .extraction import AMP_CHOICES, ExtractPlan, FramePreprocess, extract_features, resolve_amp
+from .extraction import AMP_CHOICES, ExtractPlan, ExtractStats, FramePreprocess, extract_features, resolve_amp
 from .models import LoadedModel, check_model_name, for_inference, load_model, weights_sha256
 from .paper import paper_metrics
-from .protocol import MODES
-from .ranking import RANKERS, rank_metrics, ranker_description
-from .results import METRIC_KEYS, Embeddings, EvalResult, SplitResult, versions
+from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
+from .protocol import MODES, evenly_spaced
+from .ranking import RANKERS, rank_distances, rank_metrics, ranker_description
+from .results import METRIC_KEYS, VARIANTS, Embeddings, EvalResult, SplitResult, versions
 from .synthetic import demo_dataset_root
 from .tracklets import InputTracklet
 
-__all__ = ['SYNTHETIC', 'EvalOptions', 'ReIDEvaluator', 'evaluate', 'evaluate_split', 'extract', 'rank',
-           'resolve_device']
+__all__ = ['GALLERY_RULES', 'SYNTHETIC', 'EvalOptions', 'ReIDEvaluator', 'evaluate', 'evaluate_split', 'extract',
+           'gallery_description', 'rank', 'rank_variants', 'resolve_device']
 
 SYNTHETIC = 'synthetic'  # the demo dataset: a small generated MARS-format set (no --root needed)
+GALLERY_RULES = ('auto', 'yes', 'no')  # --add-query-to-gallery: auto is the released rule (MARS yes, others no)
 
 
 @dataclass
@@ -59,6 +61,10 @@ class EvalOptions:
     compile: str | None = None  # torch.compile backend ('inductor', ...), or None
     data_config: dict[str, Any] | None = None  # timm data-config fields overriding the model's preprocessing
     progress: bool = True  # progress bars
+    add_query_to_gallery: str | bool = 'auto'  # auto: the released rule (MARS yes, the others no); yes / no
+    query_frames: int | None = None  # image-to-video: each query from this many evenly spaced frames (None: all)
+    rerank: RerankOptions | None = None  # also report k-reciprocal re-ranked metrics (a separate result)
+    aqe: AQEOptions | None = None  # also report metrics after average query expansion (a separate result)
 
     def validate(self) -> None:
         """Raise :class:`EvalError` for an option that cannot work, naming the command-line flag."""
@@ -78,6 +84,30 @@ class EvalOptions:
             raise EvalError(f'--ranker must be one of {", ".join(RANKERS)}, got {self.ranker!r}')
         if self.clip_len is not None and self.clip_len < 1:
             raise EvalError(f'clip_len must be a positive number of frames, got {self.clip_len}')
+        if not isinstance(self.add_query_to_gallery, bool) and self.add_query_to_gallery not in GALLERY_RULES:
+            raise EvalError(f'--add-query-to-gallery must be one of {", ".join(GALLERY_RULES)}, got '
+                            f'{self.add_query_to_gallery!r}')
+        if self.query_frames is not None and not (isinstance(self.query_frames, int) and self.query_frames >= 1):
+            raise EvalError(f'--query-frames must be a positive number of frames, got {self.query_frames!r}')
+        for name, kind in (('rerank', RerankOptions), ('aqe', AQEOptions)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise EvalError(f'{name} must be a {kind.__name__} or None, got {value!r}')
+            if value is not None:
+                value.validate()
+
+    def adds_query_to_gallery(self, dataset: str) -> bool:
+        """Whether the queries are ranked against query + gallery on ``dataset`` (``auto``: as released)."""
+        rule = self.add_query_to_gallery
+        if isinstance(rule, bool):
+            return rule
+        return get_spec(dataset).add_query_to_gallery if rule == 'auto' else rule == 'yes'
+
+    @property
+    def gallery_setting(self) -> str:
+        """``add_query_to_gallery`` as the command line writes it: auto, yes or no."""
+        rule = self.add_query_to_gallery
+        return ('yes' if rule else 'no') if isinstance(rule, bool) else rule
 
     def splits(self, dataset: str) -> list[int]:
         """The split ids to evaluate on ``dataset``."""
@@ -118,13 +148,16 @@ class ReIDEvaluator:
     the gallery under the benchmark's protocol (:meth:`evaluate`), like fast-reid's ``ReidEvaluator``.
 
     The first ``num_query`` embeddings processed are the queries, the rest the gallery; with
-    ``add_query_to_gallery`` (MARS, as released) the queries are ranked against query + gallery.
+    ``add_query_to_gallery`` (MARS, as released) the queries are ranked against query + gallery. ``rerank`` and
+    ``aqe`` add post-processed results (:meth:`evaluate_variants`), each apart from the plain one.
     """
 
     def __init__(self, num_query: int, *, add_query_to_gallery: bool = False, ranker: str = 'numpy',
-                 chunk: int = 256, device: torch.device | str = 'cpu'):
+                 chunk: int = 256, device: torch.device | str = 'cpu', rerank: RerankOptions | None = None,
+                 aqe: AQEOptions | None = None):
         self.num_query, self.add_query_to_gallery = num_query, add_query_to_gallery
         self.ranker, self.chunk, self.device = ranker, chunk, device
+        self.rerank, self.aqe = rerank, aqe
         self.reset()
 
     def reset(self) -> None:
@@ -150,6 +183,13 @@ class ReIDEvaluator:
             g = _cat([q, g])
         return rank(q, g, ranker=self.ranker, chunk=self.chunk, device=self.device), q, g
 
+    def evaluate_variants(self, query: Embeddings, gallery: Embeddings) -> tuple[dict[str, dict[str, Any]],
+                                                                                 dict[str, float]]:
+        """The post-processed results of the ranked ``query`` and ``gallery`` (what :meth:`evaluate` returns): see
+        :func:`rank_variants`."""
+        return rank_variants(query, gallery, rerank=self.rerank, aqe=self.aqe, ranker=self.ranker, chunk=self.chunk,
+                             device=self.device)
+
 
 def _cat(parts: Sequence[Embeddings]) -> Embeddings:
     return Embeddings(torch.cat([p.features for p in parts]), torch.cat([p.pids for p in parts]),
@@ -169,15 +209,79 @@ def rank(query: Embeddings, gallery: Embeddings, *, ranker: str = 'numpy', chunk
                         gallery.pids.numpy(), gallery.camids.numpy(), chunk=chunk, device=device, ranker=ranker)
 
 
+def rank_variants(
+        query: Embeddings, gallery: Embeddings, *, rerank: RerankOptions | None = None, aqe: AQEOptions | None = None,
+        ranker: str = 'numpy', chunk: int = 256, device: torch.device | str = 'cpu',
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Metrics of the post-processed rankings, by label (:data:`reid_eval.results.VARIANTS`): ``aqe`` (average query
+    expansion, then cosine distance), ``rerank`` (k-reciprocal re-ranking of the plain embeddings) and, with both,
+    ``aqe_rerank`` (re-ranking of the expanded embeddings, fast-reid's order); and the seconds each took. The
+    gallery rule, junk removal and metrics are the plain protocol's (:func:`rank`)."""
+    ids = (query.pids.numpy(), query.camids.numpy(), gallery.pids.numpy(), gallery.camids.numpy())
+    metrics: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    expanded = None
+    if aqe is not None:
+        t = time.perf_counter()
+        expanded = average_query_expansion(query.features, gallery.features, aqe.k, aqe.alpha, chunk=chunk,
+                                           device=device)
+        metrics['aqe'] = rank_metrics(*expanded, *ids, chunk=chunk, device=device, ranker=ranker)
+        seconds['aqe'] = time.perf_counter() - t
+    if rerank is not None:
+        inputs = {'rerank': (query.features, gallery.features)}
+        if expanded is not None:
+            inputs['aqe_rerank'] = expanded
+        for label, (qf, gf) in inputs.items():
+            t = time.perf_counter()
+            dist = k_reciprocal_distances(qf, gf, rerank.k1, rerank.k2, rerank.lambda_value, chunk=chunk,
+                                          device=device)
+            metrics[label] = rank_distances(dist, *ids, chunk=chunk, ranker=ranker)
+            seconds[label] = time.perf_counter() - t
+    return {k: metrics[k] for k in VARIANTS if k in metrics}, seconds
+
+
+def gallery_description(dataset: str, add_query: bool) -> str:
+    """The gallery rule as every output states it, e.g. ``'MARS gallery = query + gallery'``; a rule other than the
+    released one says so."""
+    spec = get_spec(dataset)
+    text = f'{spec.display_name} gallery = ' + ('query + gallery' if add_query else 'gallery only (query not added)')
+    if add_query != spec.add_query_to_gallery:
+        text += ' (not the released rule)'
+    return text
+
+
+def _query_frames_note(n: int) -> str:
+    each = '1 frame each (the middle one)' if n == 1 else f'{n} evenly spaced frames each'
+    return f'image-to-video: queries from {each}, gallery tracklets whole'
+
+
 def _protocol(options: EvalOptions, spec_name: str, input_note: str) -> str:
-    spec = get_spec(spec_name)
     text = (f'{options.mode}; cosine distance; same-identity same-camera gallery entries removed (torchreid '
             f'Market-1501 ranking, {ranker_description(options.ranker)})')
-    if spec.add_query_to_gallery:
-        text += f'; {spec.display_name} gallery = query + gallery'
+    text += f'; {gallery_description(spec_name, options.adds_query_to_gallery(spec_name))}'
+    if options.query_frames:
+        text += f'; {_query_frames_note(options.query_frames)}'
     if input_note:
         text += f'; {input_note}'
     return text
+
+
+def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cache_mode: str, data: Any, split: int,
+             weights: str, transform: FramePreprocess, device: torch.device, amp: str, input_note: str
+             ) -> tuple[torch.Tensor | None, ExtractStats, FeatureCache | None]:
+    """Features of ``plan`` through the cache folder keyed by everything that changes them (reid_eval.cache)."""
+    cache = None
+    if options.cache:
+        facts = {'mode': cache_mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
+                 'preprocessing': getattr(transform, 'data_config', None) or repr(transform), 'amp': amp,
+                 'model_input': input_note or 'clips', 'dataset_dir': data.dataset_dir}
+        cache = FeatureCache.open(Path(options.cache_dir or default_cache_dir()), weights=weights, dataset=data.name,
+                                  split=split, mode=cache_mode, num_clips=len(plan.clips),
+                                  shard_clips=options.shard_clips, facts=facts)
+    feats, stats = extract_features(
+        module, plan, transform, cache, device, batch_clips=options.batch_clips, workers=options.workers, amp=amp,
+        shard_clips=options.shard_clips, progress=options.progress)
+    return feats, stats, cache
 
 
 def evaluate_split(
@@ -194,42 +298,59 @@ def evaluate_split(
         input_note: str = '',
 ) -> SplitResult | None:
     """Extract and rank one split; ``module`` is ready (eval mode, on ``device``). ``None`` on torchrun ranks > 0,
-    which only extract their share of the shards."""
+    which only extract their share of the shards.
+
+    Every tracklet is embedded under ``options.mode`` (the features the default protocol caches). With
+    ``query_frames`` the queries are embedded again from their evenly spaced frames (a small plan with its own
+    cache folder) and ranked with those; the copies of the queries that the gallery rule adds stay whole."""
     t0 = time.perf_counter()
     data = load_dataset(dataset, root, split)
     t_load = time.perf_counter() - t0
-    spec = get_spec(data.name)
+    add_query = options.adds_query_to_gallery(data.name)
+    clip_len = options.clip_len or clip_len
     tracklets = list(data.query) + list(data.gallery)
     names = [os.path.relpath(paths[0], data.dataset_dir) for paths, _, _ in tracklets]
-    plan = ExtractPlan.build(tracklets, options.mode, options.clip_len or clip_len, names)
+    plan = ExtractPlan.build(tracklets, options.mode, clip_len, names)
     amp = resolve_amp(options.amp, device)
-    cache = None
-    if options.cache:  # keyed by everything that changes the features (reid_eval.cache)
-        facts = {'mode': options.mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
-                 'preprocessing': getattr(transform, 'data_config', None) or repr(transform), 'amp': amp,
-                 'model_input': input_note or 'clips', 'dataset_dir': data.dataset_dir}
-        cache = FeatureCache.open(Path(options.cache_dir or default_cache_dir()), weights=weights, dataset=data.name,
-                                  split=split, mode=options.mode, num_clips=len(plan.clips),
-                                  shard_clips=options.shard_clips, facts=facts)
-    feats, stats = extract_features(
-        module, plan, transform, cache, device, batch_clips=options.batch_clips, workers=options.workers, amp=amp,
-        shard_clips=options.shard_clips, progress=options.progress)
+    common = dict(data=data, split=split, weights=weights, transform=transform, device=device, amp=amp,
+                  input_note=input_note)
+    feats, stats, cache = _extract(module, plan, options, cache_mode=options.mode, **common)
+    query_cache = None
+    nq = len(data.query)
+    if options.query_frames:
+        n = options.query_frames
+        short = [(tuple(evenly_spaced(paths, n)), pid, camid) for paths, pid, camid in data.query]
+        qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq])
+        qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=f'{options.mode}-query{n}', **common)
+        for k in ('frames', 'clips', 'seconds', 'model_seconds', 'cached_shards', 'computed_shards'):
+            setattr(stats, k, getattr(stats, k) + getattr(qstats, k))
     if feats is None:  # a non-zero rank: its shards are written
         return None
-    evaluator = ReIDEvaluator(len(data.query), add_query_to_gallery=spec.add_query_to_gallery, ranker=options.ranker,
-                              chunk=options.rank_chunk, device=device)
-    evaluator.process(feats, [p for _, p, _ in tracklets], [c for _, _, c in tracklets], names)
+    pids, camids = [p for _, p, _ in tracklets], [c for _, _, c in tracklets]
+    evaluator = ReIDEvaluator(nq, add_query_to_gallery=add_query and not options.query_frames, ranker=options.ranker,
+                              chunk=options.rank_chunk, device=device, rerank=options.rerank, aqe=options.aqe)
+    if options.query_frames:
+        evaluator.process(qfeats, pids[:nq], camids[:nq], names[:nq])
+        if add_query:  # the gallery's copies of the queries: the whole tracklets
+            evaluator.process(feats[:nq], pids[:nq], camids[:nq], names[:nq], tracklet_ids=range(nq))
+        evaluator.process(feats[nq:], pids[nq:], camids[nq:], names[nq:], tracklet_ids=range(nq, len(tracklets)))
+    else:
+        evaluator.process(feats, pids, camids, names)
     t1 = time.perf_counter()
     metrics, query, gallery = evaluator.evaluate()
     t_rank = time.perf_counter() - t1
+    variants, variant_seconds = evaluator.evaluate_variants(query, gallery)
+    timings = {'load_dataset': t_load, 'extract': stats.seconds, 'model': stats.model_seconds, 'rank': t_rank}
+    timings.update({f'rank_{k}': v for k, v in variant_seconds.items()})
+    cache_info = {'folder': str(cache.folder) if cache else None, 'reused_shards': stats.cached_shards,
+                  'computed_shards': stats.computed_shards}
+    if options.query_frames:
+        cache_info['query_folder'] = str(query_cache.folder) if query_cache else None
     return SplitResult(
         split=split, metrics=metrics, protocol=_protocol(options, data.name, input_note),
-        protocol_notes=data.protocol_notes, num_query=len(query), num_gallery=len(gallery),
-        timings_s={'load_dataset': t_load, 'extract': stats.seconds, 'model': stats.model_seconds, 'rank': t_rank},
-        frames=stats.frames, frames_per_s=stats.frames_per_s if stats.frames else None,
-        cache={'folder': str(cache.folder) if cache else None, 'reused_shards': stats.cached_shards,
-               'computed_shards': stats.computed_shards},
-        amp=amp, query=query, gallery=gallery)
+        protocol_notes=data.protocol_notes, num_query=len(query), num_gallery=len(gallery), timings_s=timings,
+        frames=stats.frames, frames_per_s=stats.frames_per_s if stats.frames else None, cache=cache_info,
+        amp=amp, query=query, gallery=gallery, variants=variants)
 
 
 def _init_distributed(device: torch.device) -> tuple[torch.device, int]:
@@ -297,15 +418,33 @@ def evaluate(
                               clip_len=loaded.clip_len, input_note=loaded.input_note) for s in splits]
     if results[0] is None:
         return None
-    mean = {k: statistics.fmean(r.metrics[k] for r in results) for k in METRIC_KEYS}
-    std = {k: statistics.pstdev(r.metrics[k] for r in results) for k in METRIC_KEYS} if len(results) > 1 else None
+    mean, std = _mean_std([r.metrics for r in results])
+    variants, variants_std = {}, {}
+    for v in results[0].variants:
+        variants[v], variants_std[v] = _mean_std([r.variants[v] for r in results])
+    add_query = options.adds_query_to_gallery(fmt)
     return EvalResult(
         model=loaded.name, weights=loaded.weights, weights_sha256=weights, architecture=loaded.architecture,
         input=loaded.input, dataset=label, dataset_format=fmt, root=str(Path(root).expanduser().resolve()),
         splits=splits, mode=options.mode, protocol=results[0].protocol, metrics=mean, metrics_std=std,
         paper=paper_metrics(loaded.architecture, fmt) if label != SYNTHETIC else {}, per_split=results,
         versions=versions(device), world_size=world, device=str(device),
-        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights)
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights,
+        gallery_rule={'query_added': add_query, 'setting': options.gallery_setting,
+                      'released_rule': add_query == get_spec(fmt).add_query_to_gallery,
+                      'description': gallery_description(fmt, add_query)},
+        query_frames=options.query_frames,
+        rerank=options.rerank.to_json() if options.rerank else None,
+        aqe=options.aqe.to_json() if options.aqe else None,
+        variants=variants, variants_std=variants_std if len(results) > 1 else None)
+
+
+def _mean_std(metrics: Sequence[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Mean and population std over splits of the metrics (std only for several splits)."""
+    keys = [k for k in METRIC_KEYS if all(k in m for m in metrics)]
+    mean = {k: statistics.fmean(m[k] for m in metrics) for k in keys}
+    std = {k: statistics.pstdev(m[k] for m in metrics) for k in keys} if len(metrics) > 1 else None
+    return mean, std
 
 
 def extract(

@@ -6,6 +6,9 @@
   consecutive). The tracklet embedding is the mean of its clip embeddings.
 * ``sampled``: one 4-frame clip per tracklet: the list is padded with its last frame to at least 4, then frames
   ``0, b, 2b, 3b`` with ``b = len // 4`` are taken (sorted).
+
+Image-to-video evaluation (``--query-frames N``) first cuts each query tracklet down to :func:`evenly_spaced`
+frames; the clips of those frames then follow the mode's rule (one frame: one clip of that frame four times).
 """
 from __future__ import annotations
 
@@ -54,3 +57,17 @@ def make_clips(paths: Sequence[str], mode: str, clip_len: int = 4) -> list[tuple
     if mode == 'sampled':
         return sampled_clip(paths, clip_len)
     raise EvalError(f'unknown test mode {mode!r}; expected one of {", ".join(MODES)}')
+
+
+def evenly_spaced(paths: Sequence[str], n: int) -> list[str]:
+    """``n`` evenly spaced frames of a tracklet (image-to-video queries): frame ``(2i+1) * len // (2n)`` for
+    ``i < n``, the middle of each of ``n`` equal segments (``n = 1``: the middle frame, ``len // 2``). A tracklet of
+    ``n`` frames or fewer keeps all of them."""
+    frames = list(paths)
+    if not frames:
+        raise EvalError('cannot take frames from an empty tracklet')
+    if n < 1:
+        raise EvalError(f'the number of query frames must be >= 1, got {n}')
+    if len(frames) <= n:
+        return frames
+    return [frames[(2 * i + 1) * len(frames) // (2 * n)] for i in range(n)]

@@ -1,7 +1,9 @@
 """Cosine-distance ranking under the Market-1501 protocol of torchreid's ``evaluate_rank``, in query chunks.
 
 The protocol (which video re-ID papers use): for each query, the gallery entries of the same identity seen by the
-same camera are removed; CMC and AP are averaged over the queries that keep at least one true match. Computing
+same camera are removed; CMC and AP are averaged over the queries that keep at least one true match. mINP (Ye et
+al., TPAMI 2021, as fast-reid computes it) is averaged over the same queries: a query's INP is its number of true
+matches divided by the rank, among the entries kept, of its hardest (last-ranked) true match. Computing
 the distance matrix one chunk of queries at a time keeps memory at ``chunk x num_gallery`` floats, so a gallery
 of 100k tracklets never needs a 100k x 100k matrix.
 
@@ -15,9 +17,16 @@ Two rankers give the same numbers (tested against each other):
   MARS (1,980 x 11,310) on a 2-core VM, against under a second for ``numpy``. A deep-person-reid checkout
   whose Cython ranker is built runs that instead: same ranking, but it sums AP and CMC in float32, so its
   numbers differ from the others by float32 rounding (~1e-7 relative). :func:`ranker_description` says
-  which one ran, and ``sinet-eval`` writes that into the protocol line.
+  which one ran, and ``sinet-eval`` writes that into the protocol line. torchreid has no mINP: with this ranker
+  mINP still comes from :func:`market1501_ranks` (the same ranking of the same distances).
+
+:func:`rank_metrics` ranks features by cosine distance; :func:`rank_distances` ranks any precomputed distance
+matrix (re-ranked distances, :mod:`reid_eval.postprocess`) under the same rules.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -80,15 +89,26 @@ def valid_queries(q_pids, q_camids, g_pids, g_camids) -> np.ndarray:
 _BLOCK = 1 << 22  # query x gallery entries that market1501_ranks handles at once (~150 MB of temporaries)
 
 
+class Market1501Ranks(NamedTuple):
+    """Per-query results of :func:`market1501_ranks`."""
+
+    cmc: np.ndarray  # (Q, max_rank) bool: a true match among the first r+1 kept gallery entries
+    ap: np.ndarray  # (Q,) float64 average precision
+    valid: np.ndarray  # (Q,) bool: the query kept at least one true match (cmc, ap and inp of the others are 0)
+    inp: np.ndarray  # (Q,) float64 inverse negative penalty: true matches / kept rank of the last true match
+
+
 def market1501_ranks(
         dist: np.ndarray, q_pids, g_pids, q_camids, g_camids, max_rank: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-query results of torchreid's ``eval_market1501``, with whole-array operations: ``(cmc, ap, valid)``.
+) -> Market1501Ranks:
+    """Per-query results of torchreid's ``eval_market1501``, with whole-array operations: ``(cmc, ap, valid, inp)``.
 
     ``cmc`` (Q, max_rank) bool: a true match among the first r+1 gallery entries kept for the query; ``ap`` (Q,)
-    float64; ``valid`` (Q,) bool: the query kept at least one true match (cmc and ap of the others are 0). Kept
-    entries are those not of the query's identity *and* camera. A query that keeps fewer than ``max_rank``
-    entries has its cmc extended with its last value (torchreid raises on those).
+    float64; ``valid`` (Q,) bool: the query kept at least one true match (cmc, ap and inp of the others are 0);
+    ``inp`` (Q,) float64: the number of true matches over the 1-based rank, among the kept entries, of the last
+    true match (fast-reid's INP, which torchreid lacks). Kept entries are those not of the query's identity *and*
+    camera. A query that keeps fewer than ``max_rank`` entries has its cmc extended with its last value (torchreid
+    raises on those).
     """
     dist = np.asarray(dist)
     q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
@@ -96,6 +116,7 @@ def market1501_ranks(
     nq, ng = dist.shape
     cmc = np.zeros((nq, max_rank), dtype=bool)
     ap = np.zeros(nq)
+    inp = np.zeros(nq)
     valid = np.zeros(nq, dtype=bool)
     ranks = np.arange(max_rank)
     step = max(1, _BLOCK // max(ng, 1))
@@ -112,10 +133,13 @@ def market1501_ranks(
         # AP = mean over the true matches of the precision at their rank
         precision = np.divide(hits_so_far, pos, out=np.zeros(hit.shape), where=hit)
         ap[sl] = precision.sum(axis=1) / np.maximum(num_rel, 1)
-        first = pos[np.arange(len(pos)), hit.argmax(axis=1)] - 1  # 0-based kept rank of the first true match
+        rows = np.arange(len(pos))
+        first = pos[rows, hit.argmax(axis=1)] - 1  # 0-based kept rank of the first true match
+        last = pos[rows, ng - 1 - hit[:, ::-1].argmax(axis=1)]  # 1-based kept rank of the last true match
+        inp[sl] = np.divide(num_rel, last, out=np.zeros(len(last)), where=ok)
         cmc[sl] = ok[:, None] & (ranks[None, :] >= first[:, None])
         valid[sl] = ok
-    return cmc, ap, valid
+    return Market1501Ranks(cmc, ap, valid, inp)
 
 
 def _torchreid_sums(evaluate_rank, dist: np.ndarray, q_pids, q_camids, g_pids, g_camids, valid: np.ndarray,
@@ -144,11 +168,37 @@ def rank_metrics(
         qf: torch.Tensor, gf: torch.Tensor,
         q_pids, q_camids, g_pids, g_camids,
         chunk: int = 1024, max_rank: int = 50, device: torch.device | str = 'cpu', ranker: str = 'numpy',
-) -> dict[str, float]:
-    """mAP and CMC rank-1/5/10/20 (in %) over the valid queries; also ``num_valid_queries`` and ``cmc``.
+) -> dict[str, Any]:
+    """mAP, CMC rank-1/5/10/20 and mINP (in %) over the valid queries; also ``num_valid_queries`` and ``cmc``.
 
     ``ranker``: ``numpy`` (:func:`market1501_ranks`) or ``torchreid`` (its ``evaluate_rank``); same numbers, up to
-    float32 rounding when torchreid's ranker is the compiled one (see the module docstring)."""
+    float32 rounding when torchreid's ranker is the compiled one (see the module docstring). mINP always comes
+    from :func:`market1501_ranks`: torchreid computes none."""
+    gf_dev = gf.to(device)
+
+    def dist_of(rows: np.ndarray) -> np.ndarray:
+        return cosine_distance(qf[rows].to(device), gf_dev).cpu().numpy()
+
+    return _rank(dist_of, q_pids, q_camids, g_pids, g_camids, chunk, max_rank, ranker)
+
+
+def rank_distances(
+        dist: np.ndarray,
+        q_pids, q_camids, g_pids, g_camids,
+        chunk: int = 1024, max_rank: int = 50, ranker: str = 'numpy',
+) -> dict[str, Any]:
+    """:func:`rank_metrics` of a precomputed (num_query, num_gallery) distance matrix (smaller is closer), e.g.
+    re-ranked distances: the same protocol, metrics and rankers."""
+    dist = np.asarray(dist)
+    if dist.shape != (len(q_pids), len(g_pids)):
+        raise EvalError(f'the distance matrix is {dist.shape}, but there are {len(q_pids)} queries and '
+                        f'{len(g_pids)} gallery entries')
+    return _rank(lambda rows: dist[rows], q_pids, q_camids, g_pids, g_camids, chunk, max_rank, ranker)
+
+
+def _rank(dist_of: Callable[[np.ndarray], np.ndarray], q_pids, q_camids, g_pids, g_camids, chunk: int,
+          max_rank: int, ranker: str) -> dict[str, Any]:
+    """Rank the queries in chunks (``dist_of(rows)``: their distances to the gallery) and average the metrics."""
     _check_ranker(ranker)
     evaluate_rank = _evaluate_rank() if ranker == 'torchreid' else None
     q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
@@ -156,19 +206,19 @@ def rank_metrics(
     valid = valid_queries(q_pids, q_camids, g_pids, g_camids)
     if not valid.any():
         raise EvalError('no query identity appears in the gallery under another camera: nothing to evaluate')
-    gf_dev = gf.to(device)
     max_rank = min(max_rank, len(g_pids))
     cmc_sum = np.zeros(max_rank)
-    ap_sum = 0.0
+    ap_sum = inp_sum = 0.0
     for s in range(0, len(q_pids), chunk):
         sl = np.arange(s, min(s + chunk, len(q_pids)))
         if not valid[sl].any():
             continue  # torchreid refuses a chunk without any valid query
-        dist = cosine_distance(qf[sl].to(device), gf_dev).cpu().numpy()
+        dist = dist_of(sl)
+        ours = market1501_ranks(dist, q_pids[sl], g_pids, q_camids[sl], g_camids, max_rank)
+        inp_sum += float(ours.inp.sum())
         if evaluate_rank is None:
-            cmc, ap, _ = market1501_ranks(dist, q_pids[sl], g_pids, q_camids[sl], g_camids, max_rank)
-            cmc_sum += cmc.sum(axis=0)
-            ap_sum += float(ap.sum())
+            cmc_sum += ours.cmc.sum(axis=0)
+            ap_sum += float(ours.ap.sum())
         else:
             c, a = _torchreid_sums(evaluate_rank, dist, q_pids[sl], q_camids[sl], g_pids, g_camids, valid[sl],
                                    max_rank)
@@ -176,9 +226,10 @@ def rank_metrics(
             ap_sum += a
     n = int(valid.sum())
     cmc = cmc_sum / n
-    out = {'mAP': 100.0 * ap_sum / n}
+    out: dict[str, Any] = {'mAP': 100.0 * ap_sum / n}
     for r in RANKS:
         out[f'rank{r}'] = 100.0 * float(cmc[min(r, max_rank) - 1])
+    out['mINP'] = 100.0 * inp_sum / n
     out['num_valid_queries'] = n
     out['cmc'] = [100.0 * float(v) for v in cmc]
     return out

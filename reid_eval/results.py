@@ -1,6 +1,8 @@
 """What an evaluation returns: embeddings, per-split results and the run's summary, as dataclasses.
 
-:meth:`EvalResult.to_json` gives the results JSON that ``sinet-eval`` writes (the same fields as ever).
+:meth:`EvalResult.to_json` gives the results JSON that ``sinet-eval`` writes: the fields it always had (``metrics``
+is the plain protocol's, now with mINP), plus the gallery rule, the query frames, and for ``--rerank`` / ``--aqe``
+their parameters and their own metrics blocks (``metrics_rerank``, ``metrics_aqe``, ``metrics_aqe_rerank``).
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from typing import Any
 import timm
 import torch
 
-__all__ = ['METRIC_KEYS', 'Embeddings', 'EvalResult', 'SplitResult', 'versions']
+__all__ = ['METRIC_KEYS', 'VARIANTS', 'Embeddings', 'EvalResult', 'SplitResult', 'versions']
 
-METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20')
+METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP')
+# post-processed results, reported beside the plain protocol: JSON key suffix -> row label
+VARIANTS = {'aqe': '+ AQE', 'rerank': '+ rerank', 'aqe_rerank': '+ AQE + rerank'}
 
 
 @dataclass
@@ -41,7 +45,7 @@ class SplitResult:
     """The result of one split: metrics (percent), what ran, how long, and the ranked embeddings."""
 
     split: int
-    metrics: dict[str, Any]  # mAP, rank1/5/10/20 (percent), num_valid_queries, cmc (percent per rank)
+    metrics: dict[str, Any]  # mAP, rank1/5/10/20, mINP (percent), num_valid_queries, cmc (percent per rank)
     protocol: str
     protocol_notes: str
     num_query: int
@@ -53,14 +57,17 @@ class SplitResult:
     amp: str
     query: Embeddings | None = field(default=None, repr=False)
     gallery: Embeddings | None = field(default=None, repr=False)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # VARIANTS key -> metrics, as ``metrics``
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             'split': self.split, 'metrics': self.metrics, 'protocol': self.protocol,
             'protocol_notes': self.protocol_notes, 'num_query': self.num_query, 'num_gallery': self.num_gallery,
             'timings_s': self.timings_s, 'frames': self.frames, 'frames_per_s': self.frames_per_s,
             'cache': self.cache, 'amp': self.amp,
         }
+        out.update({f'metrics_{k}': m for k, m in self.variants.items()})
+        return out
 
 
 @dataclass
@@ -87,6 +94,13 @@ class EvalResult:
     date: str
     device: str = 'cpu'
     random_weights: bool = False
+    gallery_rule: dict[str, Any] = field(default_factory=dict)  # query_added, setting (auto/yes/no), released_rule,
+    # description (as the protocol line states it)
+    query_frames: int | None = None  # image-to-video: frames per query (None: whole tracklets)
+    rerank: dict[str, Any] | None = None  # re-ranking parameters, when metrics_rerank was computed
+    aqe: dict[str, Any] | None = None  # AQE parameters, when metrics_aqe was computed
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)  # VARIANTS key -> mean metrics over splits
+    variants_std: dict[str, dict[str, float] | None] | None = None  # their std over splits (several splits only)
 
     @property
     def query(self) -> Embeddings | None:
@@ -114,7 +128,12 @@ class EvalResult:
             'protocol': self.protocol, 'metrics': self.metrics, 'metrics_std': self.metrics_std,
             'paper': self.paper, 'per_split': per_split, 'versions': self.versions, 'world_size': self.world_size,
             'date': self.date, 'device': self.device, 'random_weights': self.random_weights,
+            'gallery_rule': self.gallery_rule, 'query_frames': self.query_frames, 'rerank': self.rerank,
+            'aqe': self.aqe,
         }
+        for k, m in self.variants.items():  # beside the plain metrics, never in their place
+            out[f'metrics_{k}'] = m
+            out[f'metrics_{k}_std'] = (self.variants_std or {}).get(k)
         if features_files and len(self.per_split) == 1:
             out['features_file'] = next(iter(features_files.values()))
         if cmc_plot:

@@ -15,6 +15,9 @@ from pathlib import Path
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 MODES = ('dense', 'sampled')
 RANKERS = ('numpy', 'torchreid')
+GALLERY_RULES = ('auto', 'yes', 'no')
+RERANK_DEFAULTS = {'k1': 20, 'k2': 6, 'lambda_value': 0.3}  # reid_eval.RerankOptions()
+AQE_DEFAULTS = {'k': 5, 'alpha': 3.0}  # reid_eval.AQEOptions()
 
 
 def fail(message: str) -> int:

@@ -4,6 +4,8 @@
     sinet-eval --model resnet50.tv_in1k --dataset mars --root DATA         # a timm image model, frame by frame
     sinet-eval --dataset synthetic                                          # offline demo on a generated set
     torchrun --nproc_per_node 4 -m reid_eval --model sinet_r50.mars --dataset mars --root DATA
+    sinet-eval --model sinet_r50.mars --dataset mars --root DATA --rerank --aqe   # + post-processed rows
+    sinet-eval --compare runs/eval/a.json runs/eval/b.json                  # one table of several runs
 """
 from __future__ import annotations
 
@@ -14,7 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import MODES, RANKERS, add_extraction_arguments, fail, output_taken, run
+from ._common import (
+    AQE_DEFAULTS,
+    GALLERY_RULES,
+    MODES,
+    RANKERS,
+    RERANK_DEFAULTS,
+    add_extraction_arguments,
+    fail,
+    output_taken,
+    run,
+)
 
 SYNTHETIC = 'synthetic'
 DATASETS_HELP = 'mars, lsvid, ilidsvid, prid2011, dukev (aliases such as ls-vid or prid work too)'
@@ -58,6 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--shard-clips', type=int, default=2048,
                    help='clips per cached feature shard (the unit of resumption after an interruption)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    g = p.add_argument_group('protocols beyond the released one (the plain row stays the chosen protocol)')
+    g.add_argument('--add-query-to-gallery', choices=GALLERY_RULES, default='auto',
+                   help='rank the queries against query + gallery: auto is the released rule (MARS yes, the others '
+                        'no; torchreid never adds them); every output states the rule used')
+    g.add_argument('--query-frames', type=int, default=None, metavar='N',
+                   help='image-to-video: embed each query tracklet from N of its frames (1: its middle frame; N > 1: '
+                        'evenly spaced), the gallery as --mode says')
+    g.add_argument('--rerank', action='store_true',
+                   help="also report k-reciprocal re-ranking (torchreid's re_ranking of 1 - cos, in row blocks) as "
+                        "its own row")
+    g.add_argument('--rerank-k1', type=int, default=None, help=f"re-ranking k1 (default {RERANK_DEFAULTS['k1']})")
+    g.add_argument('--rerank-k2', type=int, default=None, help=f"re-ranking k2 (default {RERANK_DEFAULTS['k2']})")
+    g.add_argument('--rerank-lambda', type=float, default=None,
+                   help=f"weight of the original distance (default {RERANK_DEFAULTS['lambda_value']})")
+    g.add_argument('--aqe', action='store_true',
+                   help="also report average query expansion (fast-reid's aqe) as its own row (with --rerank, also "
+                        "AQE + rerank)")
+    g.add_argument('--aqe-k', type=int, default=None, help=f"neighbours averaged (default {AQE_DEFAULTS['k']})")
+    g.add_argument('--aqe-alpha', type=float, default=None,
+                   help=f"neighbour weight: cosine similarity to this power (default {AQE_DEFAULTS['alpha']:g})")
+    c = p.add_argument_group('comparing runs')
+    c.add_argument('--compare', nargs='+', type=Path, metavar='RUN.json',
+                   help='print one table of these results JSONs (model, protocol, metrics) and write it as Markdown; '
+                        'nothing is evaluated')
+    c.add_argument('--compare-output', type=Path, default=None,
+                   help='the Markdown table (default: <first JSON stem>.compare.md beside it; kept unless '
+                        '--overwrite)')
     return p
 
 
@@ -65,17 +104,31 @@ def _fmt(v: float | None) -> str:
     return '   -  ' if v is None else f'{v:6.1f}'
 
 
+ROW_LABELS = {'aqe': '+ AQE', 'rerank': '+ rerank', 'aqe_rerank': '+ AQE + rerank'}  # reid_eval.results.VARIANTS
+
+
 def print_results(title: str, ours: dict[str, Any], paper: dict[str, float], std: dict[str, float] | None = None,
-                  file=None) -> None:
+                  file=None, variants: dict[str, dict[str, Any]] | None = None,
+                  variants_std: dict[str, Any] | None = None) -> None:
+    """The metrics table: ``ours`` (the chosen protocol), its std over splits, each post-processed result in its
+    own labelled row, then the paper's numbers."""
     file = file or sys.stdout
-    keys = ['mAP', 'rank1', 'rank5', 'rank10', 'rank20']
+    keys = ['mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP']
+
+    def row(label: str, m: dict[str, Any]) -> None:
+        print(f'  {label:<16}' + ''.join(f'{_fmt(m.get(k)):>9}' for k in keys), file=file)
+
     print(f'\n{title}', file=file)
-    print('          ' + ''.join(f'{k:>9}' for k in keys), file=file)
-    print('  ours    ' + ''.join(f'{_fmt(ours.get(k)):>9}' for k in keys), file=file)
+    print(' ' * 18 + ''.join(f'{k:>9}' for k in keys), file=file)
+    row('ours', ours)
     if std:
-        print('  +- std  ' + ''.join(f'{_fmt(std.get(k)):>9}' for k in keys), file=file)
+        row('+- std', std)
+    for v, m in (variants or {}).items():
+        row(ROW_LABELS.get(v, v), m)
+        if (variants_std or {}).get(v):
+            row('  +- std', variants_std[v])
     if paper:
-        print('  paper   ' + ''.join(f'{_fmt(paper.get(k)):>9}' for k in keys), file=file)
+        row('paper', paper)
 
 
 def _output_path(args: argparse.Namespace, summary: dict[str, Any]) -> Path:
@@ -84,6 +137,30 @@ def _output_path(args: argparse.Namespace, summary: dict[str, Any]) -> Path:
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in summary['model'])
     return Path('runs') / 'eval' / f"{safe}-{summary['dataset']}-{summary['mode']}-{stamp}.json"
+
+
+def _post_processing(args: argparse.Namespace) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+    """The --rerank / --aqe parameters given (None when off), or the message for a parameter without its switch."""
+    rerank = {k: v for k, v in (('k1', args.rerank_k1), ('k2', args.rerank_k2),
+                                ('lambda_value', args.rerank_lambda)) if v is not None}
+    aqe = {k: v for k, v in (('k', args.aqe_k), ('alpha', args.aqe_alpha)) if v is not None}
+    if rerank and not args.rerank:
+        return None, None, '--rerank-k1/--rerank-k2/--rerank-lambda set the parameters of --rerank: add --rerank'
+    if aqe and not args.aqe:
+        return None, None, '--aqe-k/--aqe-alpha set the parameters of --aqe: add --aqe'
+    return (rerank if args.rerank else None), (aqe if args.aqe else None), None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from reid_eval.compare import compare_rows, text_table, write_markdown
+
+    out = args.compare_output or args.compare[0].with_name(args.compare[0].stem + '.compare.md')
+    if taken := output_taken(out, args.overwrite):
+        return fail(taken.replace('--output', '--compare-output'))
+    rows = compare_rows(args.compare)
+    print(text_table(rows))
+    print(f'\nMarkdown table: {write_markdown(rows, out, overwrite=args.overwrite)}')
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -99,10 +176,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         model, no_pretrained = 'sinet_r50', True  # the offline demo: random weights
     if model is None and not args.checkpoint:
         model = 'sinet_r50.mars'
+    rerank, aqe, _ = _post_processing(args)
     options = reid_eval.EvalOptions(
         mode=args.mode, split=args.split, batch_clips=args.batch_clips, device=args.device, amp=args.amp,
         workers=args.workers, cache=not args.no_cache, cache_dir=args.cache_dir, shard_clips=args.shard_clips,
-        rank_chunk=args.rank_chunk, ranker=args.ranker, compile=args.compile, progress=not args.no_progress)
+        rank_chunk=args.rank_chunk, ranker=args.ranker, compile=args.compile, progress=not args.no_progress,
+        add_query_to_gallery=args.add_query_to_gallery, query_frames=args.query_frames,
+        rerank=reid_eval.RerankOptions(**rerank) if rerank is not None else None,
+        aqe=reid_eval.AQEOptions(**aqe) if aqe is not None else None)
     result = reid_eval.evaluate(model, args.dataset, args.root, options, pretrained=not no_pretrained,
                                 checkpoint=args.checkpoint, seed=args.seed)
     if result is None:  # a torchrun rank > 0: its shards are written, rank 0 reports
@@ -110,7 +191,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     first = result.per_split[0]
     which = f'splits {args.split}' if len(result.splits) > 1 else f'split {result.splits[0]}'
     title = f"{result.model} on {result.dataset} ({which}, {result.mode}; {first.protocol.split('; ', 1)[1]})"
-    print_results(title, result.metrics, result.paper, result.metrics_std)
+    print_results(title, result.metrics, result.paper, result.metrics_std, variants=result.variants,
+                  variants_std=result.variants_std)
+    if options.aqe:
+        print(f'  + AQE: {options.aqe.describe()}, fast-reid\'s aqe, then cosine distance')
+    if options.rerank:
+        print(f"  + rerank: {options.rerank.describe()}, torchreid's re_ranking" +
+              (' of the AQE embeddings in + AQE + rerank' if options.aqe else ''))
     if result.random_weights:
         print('  note: random weights: these numbers only show that the pipeline runs end to end')
     fps = [r.frames_per_s for r in result.per_split if r.frames_per_s]
@@ -133,8 +220,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.compare:
+        return run(lambda: _compare(args))
     if taken := output_taken(args.output, args.overwrite):
         return fail(taken)
+    if (problem := _post_processing(args)[2]) is not None:
+        return fail(problem)
     return run(lambda: _evaluate(args), interrupted='finished feature shards are kept in the cache; a rerun of the '
                                                     'same command resumes from them')
 

@@ -101,7 +101,7 @@ def _check_metrics(path: Path, key: str, value: Any, required: Sequence[str]) ->
         if k not in value:
             raise _fail(path, f'{key}.{k}', 'missing')
     for k, v in value.items():
-        if (k == 'mAP' or k.startswith('rank')) and not (_is_num(v) and 0 <= v <= 100):
+        if (k in ('mAP', 'mINP') or k.startswith('rank')) and not (_is_num(v) and 0 <= v <= 100):
             raise _fail(path, f'{key}.{k}', f'expected a number in [0, 100] (percent), got {v!r}')
 
 

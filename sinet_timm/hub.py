@@ -35,13 +35,13 @@ from .drive import check_sha256, entry_pretrained_cfg, fetch_from_drive
 from .errors import CheckpointError, HubError, NumClassesMismatch, OutputExistsError
 
 __all__ = [
-    'UploadFile', 'card_text', 'compare_metrics', 'convert_entry', 'list_zoo', 'load_results', 'push', 'record',
-    'paper_ref', 'results_to_ours', 'upload_plan', 'write_card',
+    'UploadFile', 'card_text', 'compare_metrics', 'convert_entry', 'list_zoo', 'load_results', 'metric_label',
+    'paper_ref', 'push', 'record', 'results_to_ours', 'upload_plan', 'write_card',
 ]
 
 DEFAULT_TOLERANCE = 0.1
 GATED_METRICS = ('mAP', 'rank1')  # verify fails when these drift
-METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20')
+METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP')  # mINP: absent from older results and YAMLs
 REQUIRED_FILES = ('model.safetensors', 'config.json', 'README.md')
 PAPER_URL = 'https://github.com/baist/SINet'
 DEFAULT_PAPER_REF = 'Bai et al., CVPR 2022'  # a zoo entry's ``paper_ref`` when it has none (SINet's paper)
@@ -137,13 +137,17 @@ def results_to_ours(summary: dict[str, Any], entry: dict[str, Any], source: str 
     return ours
 
 
+def metric_label(key: str) -> str:
+    """A metric key as cards and tables write it: ``mAP``, ``rank-1`` ... ``rank-20``, ``mINP``."""
+    return f'rank-{key[4:]}' if key.startswith('rank') else key
+
+
 def _model_index_result(entry: dict[str, Any], metrics: dict[str, Any], who: str, source: dict[str, str],
                         dataset_name: str) -> dict[str, Any]:
     return {
         'task': dict(TASK),
         'dataset': {'type': entry['dataset'], 'name': dataset_name, 'split': 'test'},
-        'metrics': [{'type': k if k == 'mAP' else f'rank-{k[4:]}', 'value': float(metrics[k]),
-                     'name': f"{'mAP' if k == 'mAP' else 'rank-' + k[4:]} ({who})"}
+        'metrics': [{'type': metric_label(k), 'value': float(metrics[k]), 'name': f'{metric_label(k)} ({who})'}
                     for k in METRIC_KEYS if isinstance(metrics.get(k), (int, float))],
         'source': source,
     }
@@ -190,13 +194,13 @@ def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset
     h, w = inp['img_size']
     ours = ours if ours is not None else entry['metrics'].get('ours')
     meta = yaml.safe_dump(card_metadata(entry, ours, ds_name), sort_keys=False, width=200)
-    table = ['| | mAP | rank-1 | rank-5 | rank-10 | rank-20 |', '|---|---|---|---|---|---|',
+    table = ['| | ' + ' | '.join(metric_label(k) for k in METRIC_KEYS) + ' |', '|---' * (len(METRIC_KEYS) + 1) + '|',
              _row(f'paper ({paper_ref(entry)})', entry['metrics']['paper'])]
     if entry['metrics'].get('authors_reproduced'):
         table.append(_row("released checkpoint (the authors' numbers)",
                           entry['metrics']['authors_reproduced']))
     table.append(_row('this checkpoint, `sinet-eval` (ours)', ours) if ours else
-                 '| this checkpoint, `sinet-eval` (ours) | not evaluated yet | | | | |')
+                 '| this checkpoint, `sinet-eval` (ours) | not evaluated yet |' + ' |' * (len(METRIC_KEYS) - 1))
     evaluated = ''
     if ours:
         bits = [f"on {ours['date']}" if ours.get('date') else '',
@@ -239,7 +243,8 @@ sinet-hub verify {name} --root DATA   # fails if mAP / rank-1 drift from the num
 
 Protocol ({entry.get('protocol', 'dense')}): every frame of a tracklet in {inp['frames_per_clip']}-frame strided
 clips, clip embeddings averaged, cosine distance, gallery entries of the query's identity and camera removed
-(for MARS the gallery is query + gallery, as in the paper). {evaluated}
+(for MARS the gallery is query + gallery, as in the paper). mINP (Ye et al., TPAMI 2021): per query, the true
+matches over the rank of the hardest one, averaged; the paper reports none. {evaluated}
 
 ## Model details
 
@@ -390,12 +395,17 @@ def list_zoo(log: Log = _print) -> list[dict[str, Any]]:
     def pair(m: dict[str, Any] | None) -> str:
         return f"{m['mAP']:.1f} / {m['rank1']:.1f}" if m else '-'
 
+    def minp(m: dict[str, Any] | None) -> str:
+        return f"{m['mINP']:.1f}" if m and isinstance(m.get('mINP'), (int, float)) else '-'
+
     entries = list(zoo_entries().values())
-    log(f"{'name':<18}{'hub repo':<28}{'dataset':<8}{'ids':>5}  {'paper mAP/R1':<14}{'ours mAP/R1':<14}sha256")
+    log(f"{'name':<18}{'hub repo':<28}{'dataset':<8}{'ids':>5}  {'paper mAP/R1':<14}{'ours mAP/R1':<14}"
+        f"{'ours mINP':<11}sha256")
     for e in entries:
         sha = (e['source'].get('sha256') or 'not recorded')[:12]
+        ours = e['metrics'].get('ours')
         log(f"{e['name']:<18}{e['hf_hub_id']:<28}{e['dataset']:<8}{e['num_classes']:>5}  "
-            f"{pair(e['metrics']['paper']):<14}{pair(e['metrics'].get('ours')):<14}{sha}")
+            f"{pair(e['metrics']['paper']):<14}{pair(ours):<14}{minp(ours):<11}{sha}")
     log("plus <arch>.tv_in1k for each architecture: the ImageNet backbone init (timm/resnet50.tv_in1k), untrained "
         "re-ID head")
     return entries

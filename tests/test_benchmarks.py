@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
 
@@ -50,3 +53,16 @@ def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: P
     assert float(stages['model (on device)']) > 0 and float(stages['pipeline (all overlapped)']) > 0
     assert re.search(r'^bottleneck: (decode|model); MARS test set \(681,089 frames\) at this rate: [\d.]+ min', out,
                      re.M)
+
+
+def test_bench_rerank_measures_both_rerankings(tmp_path: Path) -> None:
+    """Run as a script (each method in a spawned process, which must import it): the table and the comparison."""
+    r = subprocess.run([sys.executable, str(BENCH / 'bench_rerank.py'), '--num-query', '12', '--num-gallery', '60',
+                        '--dim', '16', '--chunk', '7', '--methods', 'blocks', 'torchreid'],
+                       capture_output=True, text=True, env=child_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r'^rerank: (reid_eval blocks|torchreid re_ranking)\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)'
+                      r'\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$', r.stdout, re.M)
+    assert [row[0] for row in rows] == ['reid_eval blocks', 'torchreid re_ranking'], r.stdout
+    assert rows[0][4:] == rows[1][4:]  # the same mAP, R1, mINP
+    assert re.search(r'^blocks vs torchreid: max \|difference\| [\d.e+-]+; the same top-10', r.stdout, re.M)

@@ -140,7 +140,7 @@ def test_market1501_ranks_equal_torchreids_evaluate_rank(levels):
     dist = rng.random((nq, ng), dtype=np.float32)
     if levels:
         dist = np.floor(dist * levels).astype(np.float32)
-    cmc, ap, valid = market1501_ranks(dist, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+    cmc, ap, valid, _ = market1501_ranks(dist, q_pids, g_pids, q_cams, g_cams, max_rank=50)
     assert np.array_equal(valid, valid_queries(q_pids, q_cams, g_pids, g_cams))
     assert 0 < valid.sum() < nq
     assert not cmc[~valid].any() and not ap[~valid].any()
@@ -237,7 +237,7 @@ def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
     assert res['dataset'] == 'mars' and res['mode'] == 'dense' and len(res['weights_sha256']) == 64
     assert split['num_gallery'] == split['num_query'] + 26  # query tracklets are added to MARS's gallery
     assert split['cache']['computed_shards'] >= 2 and split['cache']['reused_shards'] == 0
-    assert set(res['metrics']) >= {'mAP', 'rank1', 'rank5', 'rank10', 'rank20'}
+    assert set(res['metrics']) >= {'mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP'}
     assert res['versions']['torch'] == torch.__version__
     assert res['paper'] == {}  # vreid_r50 has no paper row on MARS in the zoo
     # a rerun reuses every shard and reproduces the numbers
