@@ -41,14 +41,12 @@ def _eval_options(args: argparse.Namespace) -> Any:
 def _evaluate_entry(model: str, dataset: str, root: str | Path, options: Any, out_json: Path | None) -> dict:
     """Evaluate ``model`` on ``dataset`` (the released protocol); the results JSON, also written to ``out_json``."""
     from reid_eval import evaluate
-    from reid_eval.datasets import get_spec
 
     result = evaluate(model, dataset, root, options)
     summary = result.to_json()
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(summary, indent=2))
-    summary['dataset_name'] = get_spec(dataset).display_name
     return summary
 
 
@@ -108,7 +106,7 @@ def publish(spec: str | Path, options: Any = None, src: str | Path | None = None
         ours = record(path, summary, write=not dry_run)
     elif results is not None:
         ours = record(path, results, write=not dry_run)
-    write_card(path, out, overwrite=True, ours=ours, dataset_name=get_spec(entry['dataset']).display_name)
+    write_card(path, out, overwrite=True, ours=ours, dataset=get_spec(entry['dataset']).card_info())
     pushed = push(out, repo_id or entry['hf_hub_id'], token=token, create_pr=create_pr, dry_run=dry_run,
                   endpoint=endpoint)
     return {'folder': str(out), 'ours': ours, 'push': pushed}
@@ -197,7 +195,7 @@ def _hub(args: argparse.Namespace) -> int:
     elif args.command == 'card':
         entry, _ = resolve_entry(args.entry)
         write_card(args.entry, args.out, results=args.results, overwrite=args.overwrite,
-                   dataset_name=get_spec(entry['dataset']).display_name)
+                   dataset=get_spec(entry['dataset']).card_info())
     elif args.command == 'push':
         push(args.folder, args.repo_id, token=args.token, create_pr=args.create_pr, dry_run=args.dry_run,
              endpoint=args.endpoint, private=True if args.private else None)

@@ -24,14 +24,13 @@ __all__ = ['create_video_model']
 
 def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool = False, **kwargs: Any) -> VideoReIDNet:
     """``build_model_with_cfg`` for a video re-ID family, with the errors described in the module docstring."""
-    if kwargs.get('features_only'):
-        raise NotImplementedError(
-            f'{variant} does not support features_only: its stages exchange information across frames. Use '
-            'model.forward_features(clips) for the (B, T, 2048, h, w) maps.')
+    # features_only: timm's FeatureGetterNet over forward_intermediates (the stages of a clip must run together,
+    # so the generic per-module wrapper would not do); stem + 4 stages
+    feature_cfg = dict(feature_cls='getter') if kwargs.get('features_only') else None
     try:
         with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself
             return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                        **kwargs)
+                                        feature_cfg=feature_cfg, **kwargs)
     except Exception as e:
         file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
         if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)

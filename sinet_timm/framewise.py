@@ -21,7 +21,6 @@ Facts of the released implementation kept here (they produced the released check
 Input is ``(B, T, 3, H, W)``. In eval mode the model returns the ``(B, 2048)`` embedding (``num_classes=0``) or
 logits; in train mode it returns :class:`SINetOutput` with what the losses need.
 """
-from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,13 +29,15 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function, register_notrace_module
 from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
 
 from .errors import CheckpointError, ModelInputError
 
 __all__ = [
-    'CLIP_LEN', 'Bottleneck', 'Plugin', 'SINetOutput', 'VideoReIDNet', 'checkpoint_filter_fn', 'min_frame_side',
-    'stage_hw', 'video_cfg',
+    'CLIP_LEN', 'Bottleneck', 'ClipInput', 'Plugin', 'SINetOutput', 'VideoReIDNet', 'checkpoint_filter_fn', 'crop_maps',
+    'min_frame_side', 'pool_frames', 'stage_hw', 'train_output', 'video_cfg',
 ]
 
 CLIP_LEN = 4  # frames per clip the temporal modules were trained on
@@ -116,12 +117,97 @@ class Plugin:
 
 
 class SINetOutput(NamedTuple):
-    """Train-mode output: what cross-entropy, triplet and the frame (InfoNCE) losses need."""
+    """Train-mode output for clips: what cross-entropy, triplet and the frame (InfoNCE) losses need."""
 
     logits: torch.Tensor  # (B, num_classes); the embedding itself when num_classes == 0
     embedding: torch.Tensor  # (B, C) BN-neck feature of the frame-averaged clip feature
     # (B, T, C) BN-neck per-frame features through the projection (frame loss); None for models without one
     frame_features: torch.Tensor | None
+
+
+class ClipInput(nn.Module):
+    """The model's input, checked and made clips: ``(B, T, C, H, W)`` clips pass (T a multiple of ``clip_len``);
+    a ``(B, C, H, W)`` batch of single crops, or ``T = 1``, becomes clips of the crop repeated ``clip_len`` times,
+    exactly what the dense protocol makes of a one-frame tracklet (it loop-pads it with its own frame).
+
+    A module of its own so that ``torch.fx`` treats the shape checks as one leaf (they branch on the input's shape)
+    and TorchScript compiles them.
+    """
+
+    def __init__(self, in_chans: int, clip_len: int, img_size: tuple[int, int], min_side: int, min_side_reason: str,
+                 fixed_size_by: str):
+        super().__init__()
+        self.in_chans, self.clip_len, self.min_side = in_chans, clip_len, min_side
+        self.img_size: tuple[int, int] = (int(img_size[0]), int(img_size[1]))
+        self.min_side_reason, self.fixed_size_by = min_side_reason, fixed_size_by
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.unsqueeze(1)
+        elif x.dim() != 5:
+            raise ModelInputError(
+                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
+                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
+        if x.shape[2] != self.in_chans:
+            raise ModelInputError(
+                f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape {list(x.shape)}; '
+                f'(B, C, T, H, W) inputs need x.transpose(1, 2)')
+        if not x.is_floating_point():
+            raise ModelInputError(
+                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
+                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
+        t = x.shape[1]
+        if t != 1 and (t == 0 or t % self.clip_len != 0):
+            raise ModelInputError(
+                f'the number of frames T={t} must be a positive multiple of {self.clip_len} (or 1, a single crop): the '
+                f'temporal modules work on {self.clip_len}-frame clips. Pad the tracklet (e.g. repeat its last '
+                f'frames) or sample {self.clip_len} frames.')
+        h, w = x.shape[-2], x.shape[-1]
+        if h < self.min_side or w < self.min_side:
+            raise ModelInputError(
+                f'{h}x{w} frames are too small: {self.min_side_reason}. Resize frames to {self.img_size} '
+                '(timm.data.resolve_data_config gives the preprocessing).')
+        if self.fixed_size_by and (h != self.img_size[0] or w != self.img_size[1]):
+            raise ModelInputError(
+                f'this model has {self.fixed_size_by} modules sized for {self.img_size[0]}x{self.img_size[1]} frames, '
+                f'got {h}x{w}. Resize frames to {self.img_size} (timm.data.resolve_data_config gives the '
+                f'preprocessing) or create the model with img_size=({h}, {w}).')
+        if t == 1:  # a single frame: the dense protocol's loop padding, clip_len copies of it
+            x = x.expand(-1, self.clip_len, -1, -1, -1)
+        return x
+
+
+def crop_maps(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Per-frame maps ``(B, T, C, h, w)`` of the clips made from input ``x``: as they are for clips, averaged over
+    the frames of each clip for a ``(B, C, H, W)`` batch of crops (timm's tooling expects NCHW maps for images)."""
+    if x.dim() == 4:
+        return maps.mean(dim=1)
+    return maps
+
+
+def pool_frames(x: torch.Tensor) -> torch.Tensor:
+    """The head's pooling: spatial max per frame, then the average over a clip's frames; ``(B, T, C, h, w)`` ->
+    ``(B, C)`` (maps of crops, ``(B, C, h, w)``, are only max-pooled)."""
+    x = x.amax(dim=(-2, -1))
+    if x.dim() == 3:
+        x = x.mean(dim=1)
+    return x
+
+
+def train_output(x: torch.Tensor, logits: torch.Tensor, embedding: torch.Tensor,
+                 frame_features: torch.Tensor | None) -> Any:
+    """What the model returns in train mode: :class:`SINetOutput` for clips; the logits for a ``(B, C, H, W)``
+    batch of crops, as timm's generic training expects (the frame projection, which only the clip loss uses, takes
+    part with weight 0, so that every parameter gets a gradient: DDP without ``find_unused_parameters`` and timm's
+    own tests require that)."""
+    if x.dim() == 4:
+        return logits if frame_features is None else logits + 0.0 * frame_features.sum()
+    return SINetOutput(logits, embedding, frame_features)
+
+
+for _fn in (crop_maps, pool_frames, train_output):  # shape-dependent branches: leaves for torch.fx
+    register_notrace_function(_fn)
+register_notrace_module(ClipInput)
 
 
 class VideoReIDNet(nn.Module):
@@ -138,6 +224,8 @@ class VideoReIDNet(nn.Module):
             frame_projection: bool = False,
             drop_rate: float = 0.0,
             global_pool: str = 'max',
+            device: torch.device | str | None = None,
+            dtype: torch.dtype | None = None,
     ):
         """
         Args:
@@ -148,10 +236,13 @@ class VideoReIDNet(nn.Module):
             clip_len: frames per clip seen by the temporal modules (4 in all released models).
             frame_projection: add the 1x1 projection of per-frame features used by the frame InfoNCE loss
                 (present in released SBNet/SINet checkpoints); only built when num_classes > 0.
+            global_pool: ``'max'`` (the released head: spatial max per frame, frame average, BN-neck) or ``''`` (no
+                head: ``forward`` returns the per-frame maps; needs ``num_classes=0``).
+            device, dtype: where and in which precision the parameters and buffers are made (timm's factory
+                arguments).
         """
         super().__init__()
-        if global_pool != 'max':
-            raise ValueError(f"this head uses spatial global max pooling; got global_pool={global_pool!r}")
+        _check_pool(global_pool, num_classes)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.img_size = tuple(img_size)
@@ -171,6 +262,8 @@ class VideoReIDNet(nn.Module):
         self.grad_checkpointing = False
         self.num_features = self.head_hidden_size = 512 * Bottleneck.expansion
         self.global_pool = global_pool
+        self.to_clips = ClipInput(in_chans, clip_len, self.img_size, self.min_frame_side, self._min_side_reason(),
+                                  self.fixed_size_by)
 
         self.conv1 = _conv(in_chans, 64, 7, stride=2, padding=3)
         self.bn1 = nn.BatchNorm2d(64)
@@ -179,7 +272,7 @@ class VideoReIDNet(nn.Module):
 
         hw = stage_hw(self.img_size)
         inplanes = 64
-        self.feature_info = []
+        self.feature_info = [dict(num_chs=64, reduction=2, module='act1')]
         for stage, (planes, depth, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 1), strict=True), 1):
             after = {p.after: p for p in self.plugins if p.stage == stage}
             downsample = None
@@ -203,6 +296,8 @@ class VideoReIDNet(nn.Module):
         self.reset_classifier(num_classes)
         nn.init.normal_(self.bn.weight, 1.0, 0.02)
         nn.init.zeros_(self.bn.bias)
+        if device is not None or dtype is not None:  # initialised as usual, then placed as asked
+            self.to(device=device, dtype=dtype)
 
     # --- timm model API -------------------------------------------------------------------------------------
     @torch.jit.ignore
@@ -218,22 +313,31 @@ class VideoReIDNet(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the identity classifier (and the frame projection, part of the training head)."""
-        if global_pool is not None and global_pool != 'max':
-            raise ValueError(f"this head uses spatial global max pooling; got global_pool={global_pool!r}")
+        """Replace the identity classifier (and the frame projection, part of the training head); new layers are
+        made on the model's device and dtype and follow its train/eval mode. ``global_pool=''`` removes the
+        head (unpooled maps; no classifier); a classifier asked for without a pool brings back the max pool."""
+        if global_pool is None and num_classes > 0 and not self.global_pool:
+            global_pool = 'max'  # a classifier needs the pooled embedding: an unpooled model gets its head back
+        _check_pool(global_pool if global_pool is not None else self.global_pool, num_classes)
+        if global_pool is not None:
+            self.global_pool = global_pool
         self.num_classes = num_classes
+        factory = {'device': self.bn.weight.device, 'dtype': self.bn.weight.dtype} if hasattr(self, 'bn') else {}
         if num_classes > 0:
-            self.classifier = nn.Linear(self.num_features, num_classes)
+            self.classifier = nn.Linear(self.num_features, num_classes, **factory)
             nn.init.normal_(self.classifier.weight, std=0.001)
             nn.init.zeros_(self.classifier.bias)
         else:
             self.classifier = nn.Identity()
         if self.use_frame_projection and num_classes > 0:
-            self.projection = nn.Conv1d(self.num_features, self.num_features, 1)
+            self.projection = nn.Conv1d(self.num_features, self.num_features, 1, **factory)
             nn.init.kaiming_normal_(self.projection.weight, mode='fan_out')
             nn.init.zeros_(self.projection.bias)
         else:
             self.projection = None
+        self.classifier.train(self.training)
+        if self.projection is not None:
+            self.projection.train(self.training)
 
     def _min_side_reason(self) -> str:
         n = self.min_frame_side
@@ -243,40 +347,15 @@ class VideoReIDNet(nn.Module):
                     f'at least {n}x{n}')
         return f"the stem's max-pool needs frames of at least {n}x{n}"
 
+    @torch.jit.ignore
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the model cannot handle (shape, frame count, frame size)."""
-        if x.dim() != 5:
-            raise ModelInputError(
-                f'expected clips of shape (B, T, {self.in_chans}, H, W); got a {x.dim()}-D tensor of shape '
-                f'{list(x.shape)}. Add a batch dimension with x[None] for a single clip.')
-        if x.shape[2] != self.in_chans:
-            raise ModelInputError(
-                f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape {list(x.shape)}; '
-                f'(B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if not x.is_floating_point():
-            raise ModelInputError(
-                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
-        if x.shape[1] == 0 or x.shape[1] % self.clip_len != 0:
-            raise ModelInputError(
-                f'the number of frames T={x.shape[1]} must be a positive multiple of {self.clip_len}: the temporal '
-                f'modules work on {self.clip_len}-frame clips. Pad the tracklet (e.g. repeat its last frames) or '
-                f'sample {self.clip_len} frames.')
-        if x.shape[-2] < self.min_frame_side or x.shape[-1] < self.min_frame_side:
-            raise ModelInputError(
-                f'{x.shape[-2]}x{x.shape[-1]} frames are too small: {self._min_side_reason()}. Resize frames to '
-                f'{self.img_size} (timm.data.resolve_data_config gives the preprocessing).')
-        if self.fixed_size_by and (x.shape[-2], x.shape[-1]) != self.img_size:
-            raise ModelInputError(
-                f'this model has {self.fixed_size_by} modules sized for {self.img_size[0]}x{self.img_size[1]} frames, '
-                f'got {x.shape[-2]}x{x.shape[-1]}. Resize frames to {self.img_size} (timm.data.resolve_data_config '
-                f'gives the preprocessing) or create the model with img_size=({x.shape[-2]}, {x.shape[-1]}).')
+        self.to_clips(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) clips -> (B, T, 2048, H/16, W/16) per-frame feature maps."""
-        self.check_input(x)
-        b, t = x.shape[0], x.shape[1]
-        x = x.flatten(0, 1)  # the backbone is frame-wise (temporal kernel 1)
+    def _frame_maps(self, clips: torch.Tensor) -> torch.Tensor:
+        """Clips ``(B, T, C, H, W)`` -> per-frame maps ``(B, T, 2048, H/16, W/16)``."""
+        b, t = clips.shape[0], clips.shape[1]
+        x = clips.flatten(0, 1)  # the backbone is frame-wise (temporal kernel 1)
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.layer1, x)
@@ -290,10 +369,67 @@ class VideoReIDNet(nn.Module):
             x = self.layer4(x)
         return x.unflatten(0, (b, t))
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Clips ``(B, T, C, H, W)`` -> per-frame maps ``(B, T, 2048, H/16, W/16)``; crops ``(B, C, H, W)`` (each
+        seen as a clip of itself repeated) -> ``(B, 2048, H/16, W/16)``, the average of the clip's frame maps."""
+        return crop_maps(x, self._frame_maps(self.to_clips(x)))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediate features: the stem (index 0, after its ReLU) and the four stages (1-4).
+
+        The temporal modules see the frames of each clip together, as in ``forward`` (a crop is a clip of itself
+        repeated ``clip_len`` times). Each feature is ``(B, T, C, h, w)`` per frame for clips and ``(B, C, h, w)``
+        for crops (averaged over the clip's frames). ``norm`` has no effect (there is no final norm layer).
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW' (per frame), got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(5, indices)
+        clips = self.to_clips(x)
+        b, t = clips.shape[0], clips.shape[1]
+        intermediates = []
+        y = self.act1(self.bn1(self.conv1(clips.flatten(0, 1))))
+        if 0 in take_indices:
+            intermediates.append(crop_maps(x, y.unflatten(0, (b, t))))
+        y = self.maxpool(y)
+        stages = [self.layer1, self.layer2, self.layer3, self.layer4]
+        for i, stage in enumerate(stages[:max_index] if stop_early else stages, 1):
+            y = checkpoint_seq(stage, y) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(y)
+            if i in take_indices:
+                intermediates.append(crop_maps(x, y.unflatten(0, (b, t))))
+        if intermediates_only:
+            return intermediates
+        return crop_maps(x, y.unflatten(0, (b, t))), intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the layers after the last intermediate feature wanted (timm's ``features_only`` uses this)."""
+        take_indices, max_index = feature_take_indices(5, indices)
+        for name in ('layer1', 'layer2', 'layer3', 'layer4')[max_index:]:
+            setattr(self, name, nn.Sequential())
+        if max_index == 0:
+            self.maxpool = nn.Identity()
+        prune_end = max_index < 4
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(B, T, C, h, w) -> embedding (B, C) if pre_logits else logits (the embedding when num_classes=0)."""
-        x = x.amax(dim=(-2, -1)).mean(dim=1)  # spatial max per frame, then average over frames
-        x = self.bn(x)
+        """Per-frame maps ``(B, T, C, h, w)`` (or a crop's ``(B, C, h, w)``) -> embedding ``(B, C)`` if
+        ``pre_logits`` else logits (the embedding when num_classes=0); unpooled maps with ``global_pool=''``."""
+        if not self.global_pool:
+            return x
+        x = self.bn(pool_frames(x))  # spatial max per frame, average over frames, BN-neck
         if pre_logits:
             return x
         if self.drop_rate > 0.0:
@@ -301,21 +437,34 @@ class VideoReIDNet(nn.Module):
         return self.classifier(x)
 
     @torch.jit.unused
-    def forward_train(self, x: torch.Tensor) -> SINetOutput:
-        """Train-mode outputs for the losses (not available in TorchScript, which is for inference)."""
-        frames = self.forward_features(x).amax(dim=(-2, -1))  # (B, T, C)
+    def forward_train(self, x: torch.Tensor) -> Any:
+        """Train-mode outputs: :class:`SINetOutput` for clips (what the losses need), logits for crops (see
+        :func:`train_output`). Not available in TorchScript, which is for inference."""
+        frames = self._frame_maps(self.to_clips(x)).amax(dim=(-2, -1))  # (B, T, C)
         emb = self.bn(frames.mean(dim=1))
         logits = self.classifier(F.dropout(emb, p=self.drop_rate) if self.drop_rate > 0.0 else emb)
         frame_features: torch.Tensor | None = None
         if self.projection is not None:
             # the released frame loss: BN-neck per frame (a second BN call, as in training), then the projection
             frame_features = self.projection(self.bn(frames.transpose(1, 2))).transpose(1, 2)
-        return SINetOutput(logits, emb, frame_features)
+        return train_output(x, logits, emb, frame_features)
 
     def forward(self, x: torch.Tensor):
+        """Clips ``(B, T, C, H, W)`` or crops ``(B, C, H, W)`` -> embeddings / logits ``(B, ...)``; a crop is
+        embedded exactly as the dense protocol embeds a one-frame tracklet (``model(x) == model(x[:, None])``)."""
         if self.training and not torch.jit.is_scripting():
             return self.forward_train(x)
-        return self.forward_head(self.forward_features(x))
+        if not self.global_pool:
+            return self.forward_features(x)
+        return self.forward_head(self._frame_maps(self.to_clips(x)))
+
+
+def _check_pool(global_pool: str, num_classes: int) -> None:
+    if global_pool not in ('max', ''):
+        raise ValueError(f"the head pools with a spatial max ('max'), or not at all (''); got global_pool="
+                         f'{global_pool!r}')
+    if global_pool == '' and num_classes > 0:
+        raise ValueError("global_pool='' (no head) has no classifier: use num_classes=0")
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------

@@ -16,14 +16,13 @@ The library behind ``sinet-hub`` (:mod:`sinet_cli.hub`, which adds the evaluatio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import yaml
-from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
 from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 from safetensors import safe_open
@@ -35,8 +34,9 @@ from .drive import check_sha256, entry_pretrained_cfg, fetch_from_drive
 from .errors import CheckpointError, HubError, NumClassesMismatch, OutputExistsError
 
 __all__ = [
-    'UploadFile', 'card_text', 'compare_metrics', 'convert_entry', 'list_zoo', 'load_results', 'metric_label',
-    'paper_ref', 'push', 'record', 'results_to_ours', 'upload_plan', 'write_card',
+    'DatasetInfo', 'ResultRow', 'UploadFile', 'card_data', 'card_text', 'compare_metrics', 'convert_entry', 'list_zoo',
+    'load_results', 'metric_label', 'paper_ref', 'push', 'record', 'results_table', 'results_to_ours', 'upload_plan',
+    'usage_snippet', 'write_card',
 ]
 
 DEFAULT_TOLERANCE = 0.1
@@ -142,38 +142,67 @@ def metric_label(key: str) -> str:
     return f'rank-{key[4:]}' if key.startswith('rank') else key
 
 
-def _model_index_result(entry: dict[str, Any], metrics: dict[str, Any], who: str, source: dict[str, str],
-                        dataset_name: str) -> dict[str, Any]:
-    return {
-        'task': dict(TASK),
-        'dataset': {'type': entry['dataset'], 'name': dataset_name, 'split': 'test'},
-        'metrics': [{'type': metric_label(k), 'value': float(metrics[k]), 'name': f'{metric_label(k)} ({who})'}
-                    for k in METRIC_KEYS if isinstance(metrics.get(k), (int, float))],
-        'source': source,
-    }
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a card says about its dataset (``reid_eval``'s dataset spec knows it; this package cannot import it)."""
+
+    id: str  # 'mars'
+    name: str  # 'MARS'
+    hub_id: str | None = None  # the dataset's Hugging Face Hub id, where one exists
 
 
-def card_metadata(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset_name: str | None = None
-                  ) -> dict[str, Any]:
-    """Hub metadata of the card: library, tags, datasets, license, and a model-index (paper, and ours if known).
+@dataclass(frozen=True)
+class ResultRow:
+    """One set of numbers on a card: whose they are and where they come from."""
 
-    Paper and our numbers are separate model-index results, each with its own ``source``. ``dataset_name`` is the
-    dataset's display name (``reid_eval``'s dataset spec has it; default: the entry's dataset id).
+    label: str  # the table row
+    who: str  # in the metadata's metric names ('paper', 'sinet-timm')
+    metrics: dict[str, Any]
+    source_name: str
+    source_url: str
+
+
+def card_data(name: str, license: str, dataset: DatasetInfo, rows: Sequence[ResultRow]) -> ModelCardData:
+    """The card's Hub metadata, made by huggingface_hub: library timm, pipeline image-feature-extraction, the
+    dataset's Hub id where it has one, and a model-index with the numbers of ``rows[-1]``, the best-founded row
+    (ours once measured, else the paper's), under that row's source.
+
+    Only one row goes into the model-index because huggingface_hub files every EvalResult of one task and dataset
+    under a single source: the paper's and our numbers together would all be credited to whichever came first. The
+    card's table shows every row.
     """
-    dataset_name = dataset_name or entry['dataset']
-    results = [_model_index_result(entry, entry['metrics']['paper'], 'paper',
-                                   {'name': f'{paper_ref(entry)} (paper)', 'url': PAPER_URL}, dataset_name)]
+    r = rows[-1]
+    results = [EvalResult(task_type=TASK['type'], task_name=TASK['name'], dataset_type=dataset.hub_id or dataset.id,
+                          dataset_name=dataset.name, dataset_split='test', metric_type=metric_label(k),
+                          metric_value=float(r.metrics[k]), metric_name=f'{metric_label(k)} ({r.who})',
+                          source_name=r.source_name, source_url=r.source_url)
+               for k in METRIC_KEYS if isinstance(r.metrics.get(k), (int, float))] if rows else []
+    return ModelCardData(model_name=name, library_name='timm', license=license, tags=list(TAGS),
+                         pipeline_tag='image-feature-extraction', datasets=[dataset.hub_id] if dataset.hub_id else None,
+                         eval_results=results or None)
+
+
+def _dataset(entry: dict[str, Any], dataset: DatasetInfo | None) -> DatasetInfo:
+    return dataset or DatasetInfo(entry['dataset'], entry['dataset'])
+
+
+def _entry_rows(entry: dict[str, Any], ours: dict[str, Any] | None) -> list[ResultRow]:
+    """The rows of a zoo entry's card: the paper's numbers, the authors' own rerun, ours (last: the best-founded)."""
+    rows = [ResultRow(f'paper ({paper_ref(entry)})', 'paper', entry['metrics']['paper'], f'{paper_ref(entry)} (paper)',
+                      PAPER_URL)]
+    if entry['metrics'].get('authors_reproduced'):
+        rows.append(ResultRow("released checkpoint (the authors' numbers)", 'authors', entry['metrics'][
+            'authors_reproduced'], "the authors' README (released checkpoint)", PAPER_URL))
     if ours:
-        results.append(_model_index_result(
-            entry, ours, 'sinet-timm', {'name': 'sinet-timm sinet-eval (dense protocol)',
-                                        'url': f"https://huggingface.co/{entry['hf_hub_id']}"}, dataset_name))
-    return {
-        'library_name': 'timm',
-        'license': entry['license'],
-        'tags': list(TAGS),
-        'datasets': [entry['dataset']],
-        'model-index': [{'name': entry['name'], 'results': results}],
-    }
+        rows.append(ResultRow('this checkpoint, `sinet-eval` (ours)', 'sinet-timm', ours,
+                              'sinet-timm sinet-eval (dense protocol)', f"https://huggingface.co/{entry['hf_hub_id']}"))
+    return rows
+
+
+def card_metadata(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset: DatasetInfo | None = None
+                  ) -> ModelCardData:
+    """Hub metadata of a zoo entry's card (see :func:`card_data`): our numbers once measured, else the paper's."""
+    return card_data(entry['name'], entry['license'], _dataset(entry, dataset), _entry_rows(entry, ours))
 
 
 def paper_ref(entry: dict[str, Any]) -> str:
@@ -186,21 +215,41 @@ def _row(label: str, m: dict[str, Any] | None) -> str:
     return f"| {label} | {' | '.join(cells)} |"
 
 
-def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset_name: str | None = None) -> str:
-    """The README.md of an entry's Hub repo: YAML metadata, description, usage, results vs the paper, citation."""
+def results_table(rows: Sequence[ResultRow], pending: str | None = None) -> str:
+    """The card's Markdown table of ``rows`` (and a row ``pending`` saying 'not evaluated yet')."""
+    table = ['| | ' + ' | '.join(metric_label(k) for k in METRIC_KEYS) + ' |', '|---' * (len(METRIC_KEYS) + 1) + '|']
+    table += [_row(r.label, r.metrics) for r in rows]
+    if pending:
+        table.append(f'| {pending} | not evaluated yet |' + ' |' * (len(METRIC_KEYS) - 1))
+    return '\n'.join(table)
+
+
+def usage_snippet(name: str, img_size: Sequence[int], frames_per_clip: int, embedding_dim: int) -> str:
+    """How to load and run the model; ``import sinet_timm`` comes first (the Hub's generic timm snippet, without
+    it, fails: the architecture would be unknown to timm)."""
+    h, w = img_size
+    return f"""```python
+import sinet_timm, timm  # importing sinet_timm first registers the SINet family with timm
+
+model = timm.create_model("{name}", pretrained=True, num_classes=0).eval()
+transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))  # per frame
+# clips: (B, T, 3, {h}, {w}) float tensors, T a multiple of {frames_per_clip}; or single crops (B, 3, {h}, {w})
+embedding = model(clips)  # (B, {embedding_dim}), compare with cosine distance
+```"""
+
+
+def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset: DatasetInfo | None = None) -> str:
+    """The README.md of an entry's Hub repo: metadata (huggingface_hub's ModelCardData), description, usage,
+    results beside the paper's, citation."""
     name, arch, ds = entry['name'], entry['architecture'], entry['dataset']
-    ds_name = dataset_name or ds
+    info = _dataset(entry, dataset)
+    ds_name = info.name
     inp, src = entry['input'], entry['source']
     h, w = inp['img_size']
     ours = ours if ours is not None else entry['metrics'].get('ours')
-    meta = yaml.safe_dump(card_metadata(entry, ours, ds_name), sort_keys=False, width=200)
-    table = ['| | ' + ' | '.join(metric_label(k) for k in METRIC_KEYS) + ' |', '|---' * (len(METRIC_KEYS) + 1) + '|',
-             _row(f'paper ({paper_ref(entry)})', entry['metrics']['paper'])]
-    if entry['metrics'].get('authors_reproduced'):
-        table.append(_row("released checkpoint (the authors' numbers)",
-                          entry['metrics']['authors_reproduced']))
-    table.append(_row('this checkpoint, `sinet-eval` (ours)', ours) if ours else
-                 '| this checkpoint, `sinet-eval` (ours) | not evaluated yet |' + ' |' * (len(METRIC_KEYS) - 1))
+    rows = _entry_rows(entry, ours)
+    meta = card_data(entry['name'], entry['license'], info, rows).to_yaml()
+    table = results_table(rows, pending=None if ours else 'this checkpoint, `sinet-eval` (ours)').splitlines()
     evaluated = ''
     if ours:
         bits = [f"on {ours['date']}" if ours.get('date') else '',
@@ -220,14 +269,7 @@ fine-tuning; `num_classes=0` gives the re-ID embedding.
 
 ## Usage
 
-```python
-import sinet_timm, timm  # importing sinet_timm registers the SINet family with timm
-
-model = timm.create_model("{name}", pretrained=True, num_classes=0).eval()
-transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))  # per frame
-# clips: (B, T, 3, {h}, {w}) float tensors, T a multiple of {inp['frames_per_clip']}
-embedding = model(clips)  # (B, {entry.get('embedding_dim', 2048)}), compare with cosine distance
-```
+{usage_snippet(name, (h, w), inp['frames_per_clip'], entry.get('embedding_dim', 2048))}
 
 `timm.create_model("hf-hub:{entry['hf_hub_id']}", pretrained=True)` loads this repository directly. Evaluate
 it on {ds_name} (with sinet-timm installed; `DATA/` holds the dataset folder):
@@ -260,17 +302,17 @@ matches over the rank of the hardest one, averaged; the paper reports none. {eva
 {(entry.get('citation') or '').strip()}
 ```
 """
-    return f'---\n{meta}---\n{body}'
+    return str(ModelCard(f'---\n{meta}\n---\n{body}'))
 
 
 def write_card(spec: str | Path, out_dir: str | Path, results: str | Path | None = None, overwrite: bool = False,
-               ours: dict[str, Any] | None = None, dataset_name: str | None = None, log: Log = _print) -> Path:
+               ours: dict[str, Any] | None = None, dataset: DatasetInfo | None = None, log: Log = _print) -> Path:
     """Write ``out_dir/README.md`` for an entry; ``results`` (a sinet-eval JSON) fills in our metrics."""
     entry, path = resolve_entry(spec)
     if results is not None:
         ours = results_to_ours(load_results(results), entry, str(results))
     out = Path(out_dir) / 'README.md'
-    text = card_text(entry, ours, dataset_name)
+    text = card_text(entry, ours, dataset)
     if out.exists() and not overwrite and out.read_text() != text:
         raise OutputExistsError(f'{out} exists; pass --overwrite to replace it')
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
@@ -139,6 +140,9 @@ class SANet(VideoReIDNet):
         super().__init__(layers=layers, plugins=plugins, clip_len=clip_len, **kwargs)
 
 
+register_notrace_module(StatisticAttention)  # branches on its input's layout: one leaf for torch.fx
+
+
 def _sa(dim: int, hw: tuple[int, int], clip_len: int, reduction: int) -> StatisticAttention:
     return StatisticAttention(dim, clip_len=clip_len, reduction=reduction)
 
@@ -146,7 +150,7 @@ def _sa(dim: int, hw: tuple[int, int], clip_len: int, reduction: int) -> Statist
 # --- registry ---------------------------------------------------------------------------------------------
 ARCHS = ('sanet_r50',)  # registered below (sinet_timm.archs lists them all)
 _cfg = partial(video_cfg, paper_name='SANet: Statistic Attention Network for Video-Based Person Re-Identification',
-               paper_ids='IEEE TCSVT 2021')
+               paper_ids='IEEE TCSVT 2021', fixed_input_size=False)  # SA takes any frame size
 
 default_cfgs = generate_default_cfgs({
     # the authors initialise the backbone from torchvision's ResNet-50 weights (timm/resnet50.tv_in1k);

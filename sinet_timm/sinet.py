@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from functools import partial
 from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
@@ -315,11 +317,16 @@ def _pool(tokens: torch.Tensor, maps: torch.Tensor, cl: bool) -> torch.Tensor:
     return torch.matmul(tokens.transpose(2, 3), maps.transpose(2, 3)).sum(dim=1).transpose(1, 2)
 
 
+_AUTOCAST_DEVICES = ('cpu', 'cuda', 'xpu', 'mps')
+
+
 @torch.jit.unused
 def _low_precision(x: torch.Tensor) -> bool:
     """Whether ``x`` is float16/bfloat16 or autocast may lower the precision of the ops that follow."""
     if x.dtype in (torch.float16, torch.bfloat16):
         return True
+    if x.device.type not in _AUTOCAST_DEVICES:  # (e.g. 'meta': no autocast there)
+        return False
     try:
         return torch.is_autocast_enabled(x.device.type)
     except TypeError:  # torch < 2.4: no device argument
@@ -334,7 +341,8 @@ def _attention_any_precision(sbm: SalientToBroad, x: torch.Tensor, tokens: torch
     stay in their dtype; only this copy of the SBM input (about 2 MB per 256x128 clip) is float32."""
     if not _low_precision(x):
         return sbm.attention(tokens, h, w, cl)
-    with torch.autocast(tokens.device.type, enabled=False):
+    off = torch.autocast(x.device.type, enabled=False) if x.device.type in _AUTOCAST_DEVICES else nullcontext()
+    with off:
         s, context, broad = sbm.attention(tokens.float(), h, w, cl)
     return s.to(x.dtype), context.to(x.dtype), broad.to(x.dtype)
 
@@ -387,6 +395,11 @@ class SINet(VideoReIDNet):
         super().__init__(layers=layers, plugins=plugins, clip_len=clip_len, **kwargs)
 
 
+# the modules branch on their input's layout and on autocast: torch.fx keeps each as one leaf
+register_notrace_module(IntegrationDistribution)
+register_notrace_module(SalientToBroad)
+
+
 def _idm(dim: int, hw: tuple[int, int], clip_len: int, reduction: int) -> IntegrationDistribution:
     return IntegrationDistribution(dim, thw=clip_len * hw[0] * hw[1], clip_len=clip_len, reduction=reduction)
 
@@ -398,19 +411,23 @@ def _sbm(dim: int, hw: tuple[int, int], split_pos: int, clip_len: int) -> Salien
 
 # --- registry ---------------------------------------------------------------------------------------------
 ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50')  # registered below (sinet_timm.archs lists them all)
-_cfg = partial(video_cfg, paper_name='Salient-to-Broad Transition for Video Person Re-identification',
-               paper_ids='CVPR 2022')
+_WITH_IDM = ('sinet_r50', 'idnet_r50')  # IDM is sized for its frame size; the others take any size
 
 
-def _imagenet_cfg() -> dict[str, Any]:
+def _cfg(arch: str, **kwargs: Any) -> dict[str, Any]:
+    return video_cfg(paper_name='Salient-to-Broad Transition for Video Person Re-identification',
+                     paper_ids='CVPR 2022', fixed_input_size=arch in _WITH_IDM, **kwargs)
+
+
+def _imagenet_cfg(arch: str) -> dict[str, Any]:
     # the authors initialise the backbone from torchvision's ResNet-50 weights (timm/resnet50.tv_in1k);
     # checkpoint_filter_fn maps them into the frame-wise backbone, modules and biases keep their own init
-    return _cfg(hf_hub_id='timm/resnet50.tv_in1k', notes=('ImageNet backbone init; re-ID head untrained',))
+    return _cfg(arch, hf_hub_id='timm/resnet50.tv_in1k', notes=('ImageNet backbone init; re-ID head untrained',))
 
 
 default_cfgs = generate_default_cfgs({
-    **{f'{arch}.tv_in1k': _imagenet_cfg() for arch in ARCHS},
-    **{name: _cfg(**extra) for name, extra in zoo_pretrained_cfgs(ARCHS).items()},
+    **{f'{arch}.tv_in1k': _imagenet_cfg(arch) for arch in ARCHS},
+    **{name: _cfg(name.split('.')[0], **extra) for name, extra in zoo_pretrained_cfgs(ARCHS).items()},
 })
 
 _IDM = dict(idm_after=(1, 3))

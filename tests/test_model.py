@@ -195,8 +195,8 @@ def test_clear_input_errors(clip):
         timm.create_model('sinet_r50', img_size=(64, 32))
     with pytest.raises(ValueError, match=r'IDM modules sized for 256x128.*got 128x64'):
         m(torch.randn(1, 4, 3, 128, 64))
-    with pytest.raises(ValueError, match=r'\(B, T, 3, H, W\).*4-D'):
-        m(clip[0])
+    with pytest.raises(ValueError, match=r'clips \(B, T, 3, H, W\) or crops \(B, 3, H, W\); got a 3-D'):
+        m(clip[0, 0])
     with pytest.raises(ValueError, match=r'transpose'):
         m(clip.transpose(1, 2))
     # models without IDM accept other frame sizes; IDM models can be built for them
@@ -206,8 +206,6 @@ def test_clear_input_errors(clip):
         assert timm.create_model('vreid_r50').eval()(torch.randn(1, 4, 3, 5, 5)).shape == (1, 2048)
         assert timm.create_model('sinet_r50', img_size=(128, 64)).eval()(torch.randn(1, 4, 3, 128, 64)).shape == (
             1, 2048)
-    with pytest.raises(NotImplementedError, match='forward_features'):
-        timm.create_model('sinet_r50', features_only=True)
 
 
 def test_paper_idm_variant():
@@ -336,3 +334,76 @@ def test_float16_and_bfloat16_are_finite_and_close(device):
         for name, y in _low_precision_outputs(m, x, dev).items():
             assert torch.isfinite(y).all(), (arch, released, name)
             assert torch.nn.functional.cosine_similarity(y, ref).min() >= 0.999, (arch, released, name)
+
+
+@pytest.mark.parametrize('arch', ['sinet_r50', 'sbnet_r50', 'sanet_r50'])
+def test_single_crops_are_one_frame_tracklets(arch):
+    """A (B, 3, H, W) batch is a batch of one-frame tracklets, embedded as the dense protocol embeds one (the frame
+    loop-padded into a 4-frame clip): model(x) == model(x[:, None]) == the explicit 4-frame clip."""
+    torch.manual_seed(0)
+    m = timm.create_model(arch).eval()
+    x = torch.randn(3, 3, 256, 128)
+    with torch.no_grad():
+        crops, one_frame = m(x), m(x[:, None])
+        clip = m(x[:, None].repeat(1, 4, 1, 1, 1))
+    torch.testing.assert_close(crops, clip, rtol=0, atol=0)
+    torch.testing.assert_close(one_frame, clip, rtol=0, atol=0)
+    # what timm's tooling sees: NCHW maps of the pool size, and the head's embedding width
+    feats = m.forward_features(x)
+    assert feats.shape == (3, 2048, 16, 8) and m.forward_head(feats, pre_logits=True).shape == (3, 2048)
+
+
+def test_features_only_and_forward_intermediates():
+    """features_only (timm's FeatureGetterNet over forward_intermediates): stem + 4 stages, NCHW for crops,
+    per frame for clips; the temporal modules see the clip's frames together, so the clip's last stage equals
+    forward_features."""
+    torch.manual_seed(0)
+    m = timm.create_model('sinet_r50').eval()
+    fo = timm.create_model('sinet_r50', features_only=True, out_indices=(1, 2, 3, 4)).eval()
+    fo.load_state_dict(m.state_dict(), strict=False)
+    assert fo.feature_info.channels() == [256, 512, 1024, 2048] and fo.feature_info.reduction() == [4, 8, 16, 16]
+    clip = torch.randn(2, 4, 3, 256, 128)
+    with torch.no_grad():
+        crops = fo(clip[:, 0])
+        last, inter = m.forward_intermediates(clip)
+        ref = m.forward_features(clip)
+    assert [tuple(f.shape) for f in crops] == [(2, 256, 63, 31), (2, 512, 32, 16), (2, 1024, 16, 8),
+                                               (2, 2048, 16, 8)]
+    assert [tuple(f.shape[:3]) for f in inter] == [(2, 4, 64), (2, 4, 256), (2, 4, 512), (2, 4, 1024), (2, 4, 2048)]
+    torch.testing.assert_close(last, ref) and torch.testing.assert_close(inter[-1], ref)
+    # stage 2 (after IDM) of a clip differs between frames; of a crop it is the frames' average
+    assert not torch.allclose(inter[2][:, 0], inter[2][:, 1])
+    with torch.no_grad():
+        _, crop_inter = m.forward_intermediates(clip[:, 0])
+        crop_clip = m.forward_intermediates(clip[:, :1], intermediates_only=True)
+    torch.testing.assert_close(crop_inter[2], crop_clip[2].mean(1))
+
+
+def test_factory_device_dtype_and_unpooled_head():
+    m = timm.create_model('sbnet_r50', device='meta', dtype=torch.bfloat16)
+    assert {p.device.type for p in m.parameters()} == {'meta'} and {b.device.type for b in m.buffers()} == {'meta'}
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+    m.train()
+    m.reset_classifier(7)
+    assert m.classifier.weight.device.type == 'meta' and m.classifier.weight.dtype == torch.bfloat16
+    assert m.classifier.training and m.projection.training
+    u = timm.create_model('vreid_r50', num_classes=0, global_pool='').eval()
+    x = torch.randn(1, 3, 128, 64)
+    with torch.no_grad():
+        assert u(x).shape == (1, 2048, 8, 4) and u(x[:, None]).shape == (1, 4, 2048, 8, 4)
+    u.reset_classifier(3)  # a classifier brings the pooled head back
+    assert u.global_pool == 'max' and u.eval()(x).shape == (1, 3)
+    with pytest.raises(ValueError, match="global_pool='' \\(no head\\) has no classifier"):
+        timm.create_model('vreid_r50', num_classes=5, global_pool='')
+    with pytest.raises(ValueError, match="got global_pool='avg'"):
+        timm.create_model('vreid_r50', global_pool='avg')
+
+
+def test_train_mode_on_crops_returns_logits_with_every_parameter_used():
+    """What generic timm training (and DDP without find_unused_parameters) needs from a batch of images."""
+    m = timm.create_model('sinet_r50', num_classes=5, img_size=(128, 64)).train()
+    out = m(torch.randn(4, 3, 128, 64))
+    assert out.shape == (4, 5)
+    out.mean().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    assert isinstance(m(torch.randn(4, 4, 3, 128, 64)), SINetOutput)  # clips: what the losses need

@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sinet_timm.hub import DatasetInfo
+
 from ..errors import DatasetLayoutError, EmptyTrackletError, EvalError
 
 __all__ = ['DatasetSpec', 'DirListing', 'Tracklet', 'VideoSplit', 'check_person_dirs', 'check_split', 'layout_error',
@@ -58,6 +60,10 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if self.name != self.name.lower() or any(a != a.lower() for a in self.aliases):
             raise ValueError(f'dataset names are lower case: {self.name!r}, {self.aliases}')
+
+    def card_info(self) -> DatasetInfo:
+        """What a model card says about the dataset (its name and, where it has one, its Hub id)."""
+        return DatasetInfo(self.name, self.display_name, self.hub_dataset_id)
 
 
 @dataclass
