@@ -16,6 +16,7 @@ mean/std, no crop).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -32,6 +33,7 @@ from sinet_timm.archs import ARCHITECTURES
 from sinet_timm.convert import load_released
 from sinet_timm.errors import WeightsUnavailableError
 from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
+from sinet_timm.network import hub_or_cache
 
 from .errors import EvalError
 
@@ -153,7 +155,8 @@ def _create(name: str, pretrained: bool) -> nn.Module:
     if name.startswith('local-dir:'):
         _check_local_dir(name)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+        with hub_or_cache() if pretrained else contextlib.nullcontext() as unreachable:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0)
     except WeightsUnavailableError:
         raise
     except RuntimeError as e:
@@ -164,9 +167,11 @@ def _create(name: str, pretrained: bool) -> nn.Module:
         mod = type(e).__module__ or ''
         if pretrained and (isinstance(e, OSError) or mod.startswith(('huggingface_hub', 'requests', 'httpx'))):
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            what = (f'the Hub cannot be reached ({unreachable}) and the local cache does not have them'
+                    if unreachable else f'{type(e).__name__}: {first}')
             raise WeightsUnavailableError(
-                f'could not get the pretrained weights of {name}: {type(e).__name__}: {first}\nOffline, point '
-                'HF_HUB_CACHE at a cache that has them, or evaluate random weights (--no-pretrained).') from e
+                f'could not get the pretrained weights of {name}: {what}. Download them once with network access, '
+                'point HF_HUB_CACHE at a cache that has them, or evaluate random weights (--no-pretrained).') from e
         raise
 
 

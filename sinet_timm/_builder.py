@@ -3,14 +3,23 @@
 ``pretrained=True`` loads through timm (Hub download and cache, ``hf-hub:`` / ``local-dir:`` names,
 ``pretrained_cfg_overlay=dict(file=...)``) with :func:`~sinet_timm.framewise.checkpoint_filter_fn`, so the authors'
 files load directly. When that fails, the caller learns why: a file of the wrong architecture names its differences,
-weights that cannot be fetched raise :class:`~sinet_timm.errors.WeightsUnavailableError` with the ways around it,
-and ``SINET_TIMM_DRIVE_FALLBACK=1`` fetches the authors' Google Drive file instead (:mod:`sinet_timm.drive`).
+weights that cannot be fetched raise :class:`~sinet_timm.errors.WeightsUnavailableError` with the ways around it.
+
+* A zoo entry whose Hub repo does not exist (the Hub answers "repository not found", not a network failure) is
+  loaded from the authors' Google Drive file instead, converted and cached (:mod:`sinet_timm.drive`), with one line
+  saying so; ``SINET_TIMM_DRIVE_FALLBACK=0`` turns that off, ``=1`` uses the Drive file whenever the Hub fails.
+* An unreachable network is found out at once (:mod:`sinet_timm.network`): cached weights are used, missing ones
+  are an error within seconds instead of a minute of retries.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from typing import Any
 
+from huggingface_hub import constants
+from huggingface_hub.errors import RepositoryNotFoundError
 from timm.models import build_model_with_cfg, get_pretrained_cfg
 
 from ._zoo import zoo_entries
@@ -18,6 +27,7 @@ from .convert import describe_mismatch, infer_arch, load_checkpoint_file, numpy_
 from .drive import DRIVE_FALLBACK_ENV, drive_fallback_file
 from .errors import CheckpointError, WeightsUnavailableError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
+from .network import hub_or_cache
 
 __all__ = ['create_video_model']
 
@@ -27,19 +37,34 @@ def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool =
     # features_only: timm's FeatureGetterNet over forward_intermediates (the stages of a clip must run together,
     # so the generic per-module wrapper would not do); stem + 4 stages
     feature_cfg = dict(feature_cls='getter') if kwargs.get('features_only') else None
-    try:
-        with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself
-            return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                        feature_cfg=feature_cfg, **kwargs)
-    except Exception as e:
-        file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
-        if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)
-            _check_checkpoint_file(cls, file, variant, kwargs)
-        if not pretrained or not _is_fetch_error(e):
-            raise
-        if os.environ.get(DRIVE_FALLBACK_ENV) == '1':  # opt-in: the authors' Drive file, converted
-            return _drive_fallback(cls, variant, kwargs, e)
-        raise WeightsUnavailableError(_weights_help(variant, kwargs.get('pretrained_cfg'), e)) from e
+    file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
+    hub = hub_or_cache() if pretrained and not file else contextlib.nullcontext()
+    with hub as unreachable:  # an unreachable Hub: cached weights at once, or a clear error at once
+        try:
+            with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself
+                return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                            feature_cfg=feature_cfg, **kwargs)
+        except Exception as e:
+            error = e
+    if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)
+        _check_checkpoint_file(cls, file, variant, kwargs)
+    if not pretrained or not _is_fetch_error(error):
+        raise error
+    name = _pretrained_name(variant, kwargs.get('pretrained_cfg'))
+    fallback = os.environ.get(DRIVE_FALLBACK_ENV)
+    if name in zoo_entries() and (fallback == '1' or (fallback != '0' and _repo_not_found(error))):
+        # the zoo repo is not on the Hub (yet): the authors' Drive file, converted and cached, says so in one line
+        return _drive_fallback(cls, variant, kwargs, error)
+    raise WeightsUnavailableError(_weights_help(variant, kwargs.get('pretrained_cfg'), error, unreachable)) from error
+
+
+def _repo_not_found(e: BaseException | None) -> bool:
+    """Whether the Hub answered that the repository does not exist (not a network failure)."""
+    while e is not None:
+        if isinstance(e, RepositoryNotFoundError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwargs: dict[str, Any]) -> None:
@@ -64,14 +89,18 @@ def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwa
 
 def _drive_fallback(cls: type[VideoReIDNet], variant: str, kwargs: dict[str, Any], err: BaseException
                     ) -> VideoReIDNet:
-    """SINET_TIMM_DRIVE_FALLBACK=1: build with the authors' Google Drive file, converted and cached."""
+    """The authors' Google Drive file of a zoo entry, converted and cached (:mod:`sinet_timm.drive`), used when the
+    entry's Hub repo does not exist (or always with SINET_TIMM_DRIVE_FALLBACK=1); one line says so."""
     name = _pretrained_name(variant, kwargs.get('pretrained_cfg'))
     try:
-        file = drive_fallback_file(name)
+        file, note = drive_fallback_file(name)
     except Exception as e2:
         raise WeightsUnavailableError(
-            f'{_weights_help(variant, kwargs.get("pretrained_cfg"), err)}\nThe Google Drive fallback '
-            f'({DRIVE_FALLBACK_ENV}=1) failed too: {e2}') from e2
+            f'{_weights_help(variant, kwargs.get("pretrained_cfg"), err)}\nThe authors\' Google Drive file could not '
+            f'be used instead either: {e2}') from e2
+    why = ('its Hub repo does not exist yet' if _repo_not_found(err) else
+           f'{DRIVE_FALLBACK_ENV}=1 and the Hub gave {type(err).__name__}')
+    print(f'{name}: {why}; {note} ({DRIVE_FALLBACK_ENV}=0 turns this off)', file=sys.stderr)
     overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=str(file))
     return build_model_with_cfg(cls, variant, True, pretrained_filter_fn=checkpoint_filter_fn,
                                 pretrained_cfg_overlay=overlay, **kwargs)
@@ -87,20 +116,23 @@ def _pretrained_name(variant: str, pretrained_cfg: Any) -> str:
     return f'{variant}.{tag}' if tag else variant
 
 
-def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException) -> str:
+def _weights_help(variant: str, pretrained_cfg: Any, err: BaseException, unreachable: str | None = None) -> str:
     name = _pretrained_name(variant, pretrained_cfg)
     try:
         repo = get_pretrained_cfg(name).hf_hub_id
     except Exception:  # an overlay or unknown tag: no repo to name
         repo = None
     where = f' from the Hugging Face Hub repo {repo}' if repo else ''
-    first_line = str(err).splitlines()[0] if str(err) else '(no message)'
+    if unreachable:
+        what = (f'the Hub cannot be reached ({unreachable}) and the local Hugging Face cache '
+                f'({constants.HF_HUB_CACHE}) does not have them')
+    else:
+        what = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else '(no message)'}"
     return (
-        f'could not get the pretrained weights of {name}{where}: {type(err).__name__}: {first_line}\n'
-        'If you are offline, download them once with network access (they are then cached), or point '
-        'HF_HUB_CACHE at a cache that has them. Without the Hub, convert the authors\' released file: '
-        '`sinet-convert CHECKPOINT.pth.tar OUT_DIR` and load it with '
-        "timm.create_model('local-dir:OUT_DIR', pretrained=True). Use pretrained=False for random init."
+        f'could not get the pretrained weights of {name}{where}: {what}.\n'
+        'Download them once with network access (they are then cached), or point HF_HUB_CACHE at a cache that has '
+        'them. Without the Hub, convert the authors\' released file: `sinet-convert CHECKPOINT.pth.tar OUT_DIR` and '
+        "load it with timm.create_model('local-dir:OUT_DIR', pretrained=True). Use pretrained=False for random init."
         + (f' For this zoo entry, `sinet-hub convert {name} --out OUT_DIR` downloads the authors\' Google Drive '
-           f'file and converts it; or set {DRIVE_FALLBACK_ENV}=1 to do that on the fly (cached) when the Hub '
-           'cannot be reached.' if name in zoo_entries() else ''))
+           f'file and converts it; {DRIVE_FALLBACK_ENV}=1 does that on the fly (cached) whenever the Hub fails.'
+           if name in zoo_entries() else ''))

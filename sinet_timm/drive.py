@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -134,8 +133,19 @@ def load_from_drive(name: str, cache_dir: str | Path | None = None, **kwargs: An
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
 
 
-def drive_fallback_file(name: str) -> Path:
-    """For ``SINET_TIMM_DRIVE_FALLBACK=1``: the cached converted weights file of ``name`` (made if needed)."""
+def drive_fallback_file(name: str) -> tuple[Path, str]:
+    """For ``pretrained=True`` when the Hub has no repo for zoo entry ``name`` (or with
+    ``SINET_TIMM_DRIVE_FALLBACK=1``): the cached converted weights file (made if needed, from the authors' Drive
+    file read with ``torch.load(weights_only=True)``), and one sentence saying where it came from and whether it was
+    checked."""
     if name not in zoo_entries():
         raise HubError(f'{name} is not a zoo entry, so it has no Google Drive source')
-    return converted_from_drive(name, log=lambda m: print(m, file=sys.stderr)) / 'model.safetensors'
+    entry, _ = resolve_entry(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # said in the sentence below instead
+        folder = converted_from_drive(name, log=lambda m: None)
+    checked = ('its sha256 matches the zoo entry' if entry['source'].get('sha256') else
+               'the zoo entry records no sha256, so the file was not checked')
+    note = (f"using the authors' Google Drive file (id {entry['source']['file_id']}; {checked}), converted and "
+            f'cached in {folder}')
+    return folder / 'model.safetensors', note

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +20,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import ROOT, folder_bytes, layout_hub_cache, run_offline
+from conftest import ROOT, child_env, folder_bytes, layout_hub_cache, run_offline
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from released_reference import released_forward, save_released_checkpoint
@@ -642,3 +644,95 @@ def test_drive_file_with_wrong_sha256_is_refused_and_dropped(released, tmp_path)
     with pytest.raises(CheckpointError, match=f"records {'0' * 64}"):
         drive_lib.converted_from_drive(str(entry), cache_dir=tmp_path / 'c')
     assert not any(drive.iterdir()) and not (tmp_path / 'c' / 'converted').exists()
+
+
+class RepoNotFoundHub:
+    """A Hub endpoint on 127.0.0.1 that answers every file request as the Hub does for a repo that does not exist
+    (404 with X-Error-Code: RepoNotFound)."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args):
+                pass
+
+            def _missing(self):
+                data = b'{"error": "Repository not found"}'
+                self.send_response(404)
+                self.send_header('X-Error-Code', 'RepoNotFound')
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                if self.command != 'HEAD':
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = _missing
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
+
+    def __enter__(self) -> RepoNotFoundHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _load_code(name: str, clip_file: Path, out_file: Path) -> str:
+    return textwrap.dedent(f"""
+        import time, torch, timm, sinet_timm
+        t = time.perf_counter()
+        try:
+            m = timm.create_model({name!r}, pretrained=True, num_classes=0).eval()
+        except sinet_timm.WeightsUnavailableError as e:
+            print('ERROR after', round(time.perf_counter() - t, 1), 's:', str(e).replace(chr(10), ' '))
+            raise SystemExit(3)
+        with torch.no_grad():
+            torch.save(m(torch.load({str(clip_file)!r})), {str(out_file)!r})
+    """)
+
+
+def test_a_zoo_repo_missing_from_the_hub_loads_the_authors_drive_file(released, tmp_path):
+    """The zoo's Hub repos do not exist yet: pretrained=True answers 'repository not found' by loading the authors'
+    Google Drive file (here already in the download cache: the download itself needs the network), converted and
+    cached, saying so in one line; SINET_TIMM_DRIVE_FALLBACK=0 turns that off."""
+    src, sd = released['resnet50']
+    zoo = tmp_path / 'zoo'
+    _synth_entry(zoo)
+    cache = tmp_path / 'sinet-cache'
+    (cache / 'drive').mkdir(parents=True)
+    shutil.copy(src, cache / 'drive' / f'{SYNTH}-fake-file-id.pth.tar')
+    clip = _clip(32, 16)
+    torch.save(clip, tmp_path / 'clip.pt')
+    code = _load_code(SYNTH, tmp_path / 'clip.pt', tmp_path / 'out.pt')
+    with RepoNotFoundHub() as hub_:
+        env = child_env(SINET_TIMM_ZOO_DIR=str(zoo), SINET_TIMM_CACHE=str(cache), HF_ENDPOINT=hub_.url,
+                        HF_HOME=str(tmp_path / 'hf'), HF_HUB_DISABLE_XET='1')
+        r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+        off = subprocess.run([sys.executable, '-c', code], env=dict(env, SINET_TIMM_DRIVE_FALLBACK='0'),
+                             capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = [ln for ln in r.stderr.splitlines() if SYNTH in ln]
+    assert len(said) == 1 and said[0].startswith(f'{SYNTH}: its Hub repo does not exist yet; using the authors\' '
+                                                 'Google Drive file (id fake-file-id; the zoo entry records no '
+                                                 'sha256, so the file was not checked), converted and cached in')
+    ref = released_forward(sd, clip.transpose(1, 2), 'resnet50').mean(-1)
+    assert (torch.load(tmp_path / 'out.pt') - ref).abs().max().item() <= 1e-4
+    assert off.returncode == 3 and 'ERROR' in off.stdout and 'RepositoryNotFoundError' in off.stdout
+
+
+def test_an_unreachable_hub_is_a_clear_error_within_seconds(tmp_path):
+    """No network (a name that does not resolve): the error comes at once, not after a minute of retries."""
+    torch.save(_clip(), tmp_path / 'clip.pt')
+    code = _load_code('sinet_r50.mars', tmp_path / 'clip.pt', tmp_path / 'out.pt')
+    env = child_env(HF_ENDPOINT='http://hub.sinet-timm.invalid', HF_HOME=str(tmp_path / 'hf'))
+    r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr[-2000:]
+    seconds = float(r.stdout.split('ERROR after ')[1].split(' s:')[0])
+    assert seconds < 10, r.stdout
+    assert 'the Hub cannot be reached (the name hub.sinet-timm.invalid does not resolve' in r.stdout
+    assert 'Retrying' not in r.stderr
