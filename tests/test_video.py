@@ -1,16 +1,17 @@
 """Your own footage: in-memory crops, video files with tracker output, matches across cameras (CPU, offline, tiny)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image
 
 import reid_eval
-from reid_eval.errors import TrackletInputError
+from reid_eval import video
+from reid_eval.errors import EvalError, FrameReadError, TrackletInputError
 
 SMALL = dict(device='cpu', workers=0, progress=False, batch_clips=4, data_config={'input_size': (3, 128, 64)})
 
@@ -31,12 +32,6 @@ class TinyVideoNet(torch.nn.Module):
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
     return TinyVideoNet().eval()
-
-
-@pytest.fixture(scope='module')
-def resnet() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model('vreid_r50', num_classes=0).eval()
 
 
 def _save_folder(folder: Path, crops: list[np.ndarray]) -> list[str]:
@@ -92,3 +87,110 @@ def test_bad_in_memory_frames_are_named(model, crops, tmp_path, frame, message):
     with pytest.raises(TrackletInputError, match='tracklet' if mixed else 'frame 1 of tracklet') as e:
         reid_eval.extract(model, [crops[0], tracklet], **SMALL)
     assert message in str(e.value) and "'#1'" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# track files and decoding, on a lossless video of known frames
+
+
+@pytest.fixture(scope='module')
+def known(tmp_path_factory) -> dict:
+    """12 random 48x64 frames in a lossless FFV1 .mkv, and tracks whose crops are known pixel by pixel."""
+    tmp = tmp_path_factory.mktemp('known')
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(12)]
+    video_path = video.write_video(tmp / 'cam.mkv', frames, fps=12.5)
+    rows = [(f, 3, 2.4 + f, 4.5, 10.2, 20.0) for f in range(1, 11)]  # 10 boxes, fractional corners
+    rows += [(2, 5, -6, -4, 12, 14), (3, 5, 58, 40, 20, 20)]  # clipped at the top-left, bottom-right
+    rows += [(4, 5, 70, 10, 5, 5), (5, 5, 10, 10, 0, 8)]  # wholly outside, empty: skipped
+    rows += [(6, 7, 1, 1, 8, 8)]  # one box: dropped by --min-frames 2
+    text = video.format_tracks(sorted(rows))
+    tracks = tmp / 'cam.txt'
+    tracks.write_text('# frame,id,x,y,w,h,conf,x,y,z\n' + text.replace('\n', '\n\n', 1))
+    return {'frames': frames, 'video': video_path, 'tracks': tracks, 'tmp': tmp}
+
+
+def test_track_file_forms(tmp_path):
+    f = tmp_path / 't.txt'
+    f.write_text('1 4 10 20 30 40\n# a comment\n\n2, 4, 11.5, 20, 30, 40, -1\n1,2,0,0,5,5,0.9,-1,-1,-1\n')
+    tf = video.read_tracks(f)
+    assert list(tf.tracks) == [2, 4] and tf.num_rows == 3 and tf.last_frame == 2
+    assert [(r.frame, r.x, r.line) for r in tf.tracks[4]] == [(1, 10.0, 1), (2, 11.5, 4)]
+    row = video.TrackRow(1, 2.5, -0.5, 3.0, 10.0, 1)
+    assert video.clip_box(row, 64, 48) == (3, 0, 6, 10)  # halves round up, then clipped
+    assert video.clip_box(row._replace(x=70.0), 64, 48) is None
+
+
+def test_crops_are_the_frames_pixels(known):
+    opts = video.VideoOptions(min_frames=2)
+    vt = video.read_video_tracks(known['video'], known['tracks'], opts)
+    assert [t.name for t in vt.tracks] == ['cam:3', 'cam:5'] and [t.name for t in vt.dropped] == ['cam:7']
+    t3, t5 = vt.tracks
+    assert t3.frames == list(range(1, 11)) and (t3.boxes, t3.skipped) == (10, 0)
+    assert t3.crop_boxes[0] == (3, 5, 14, 25)  # x 3.4 -> 3, x + w 13.6 -> 14, y 4.5 -> 5, y + h 24.5 -> 25
+    assert t5.frames == [2, 3] and (t5.boxes, t5.skipped) == (4, 2)
+    assert t5.crop_boxes == [(0, 0, 6, 10), (58, 40, 64, 48)]
+    for t in vt.tracks:
+        for f, (x0, y0, x1, y1), crop in zip(t.frames, t.crop_boxes, t.crops, strict=True):
+            assert np.array_equal(crop, known['frames'][f - 1][y0:y1, x0:x1])
+    assert vt.frames_decoded == 10 and vt.boxes_skipped == 2  # decoded up to the last frame a row names
+    assert (vt.video.width, vt.video.height, vt.video.fps, vt.video.codec) == (64, 48, 12.5, 'ffv1')
+    meta = vt.metadata()
+    assert json.loads(meta['tracks'])[1] == {'name': 'cam:5', 'track_id': 5, 'first_frame': 2, 'last_frame': 5,
+                                             'boxes': 4, 'boxes_skipped': 2, 'crops': 2, 'first_crop_frame': 2,
+                                             'last_crop_frame': 3}
+    assert json.loads(meta['dropped_tracks'])['names'] == ['cam:7']
+    assert json.loads(meta['selection']) == {'stride': 1, 'max_frames_per_track': None, 'min_frames': 2}
+    # --stride, then --max-frames-per-track (evenly spaced: the middles of equal segments)
+    opts = video.VideoOptions(stride=2, max_frames_per_track=3)
+    vt = video.read_video_tracks(known['video'], known['tracks'], opts)
+    assert vt.tracks[0].frames == [1, 5, 9] and [t.name for t in vt.tracks] == ['cam:3', 'cam:5', 'cam:7']
+
+
+def test_crop_memory_is_bounded_before_decoding(known):
+    message = (r'need 0\.0 MB of memory \(13 crops of 3 tracks\), more than the limit of 0\.0 MB: take fewer per '
+               r'track with --max-frames-per-track')
+    with pytest.raises(EvalError, match=message):
+        video.read_video_tracks(known['video'], known['tracks'], video.VideoOptions(max_crop_bytes=1000))
+
+
+@pytest.mark.parametrize('rows,message', [
+    ('1,3,1,1,5\n', 'line 1: 5 value(s), expected at least 6'),
+    ('frame,id,x,y,w,h\n1,3,1,1,5,5\n', "line 1: column 1 (frame) is 'frame', which is not a number (a header"),
+    ('1,3,1,1,5,5\n2,3,1,,5,5\n', 'line 2: column 4 (y) is empty'),
+    ('1,3,1,1,5,nan\n', "line 1: column 6 (h) is 'nan', not a finite number"),
+    ('1.5,3,1,1,5,5\n', "line 1: the frame '1.5' is not a whole number"),
+    ('0,3,1,1,5,5\n', 'line 1: frame 0: MOTChallenge frames start at 1'),
+    ('1,-1,1,1,5,5\n', 'line 1: track id -1: rows without a track'),
+    ('1,3,1,1,-5,5\n', 'line 1: negative box size'),
+    ('1,3,1,1,5,5\n1,3,2,2,5,5\n', 'line 2: track 3 has a second box in frame 1 (the first is on line 1)'),
+    ('# nothing\n', 'has no rows'),
+])
+def test_bad_track_rows_name_the_file_and_line(known, tmp_path, rows, message):
+    bad = tmp_path / 'bad.txt'
+    bad.write_text(rows)
+    with pytest.raises(TrackletInputError) as e:
+        video.read_video_tracks(known['video'], bad)
+    assert str(bad) in str(e.value) and message in str(e.value)
+
+
+def test_video_and_track_problems(known, tmp_path):
+    beyond = tmp_path / 'beyond.txt'
+    beyond.write_text('1,3,1,1,5,5\n13,3,1,1,5,5\n')
+    with pytest.raises(TrackletInputError, match=r'beyond.txt, line 2: frame 13 is beyond the end of .*12 frames'):
+        video.read_video_tracks(known['video'], beyond)
+    outside = tmp_path / 'outside.txt'
+    outside.write_text('1,3,1,1,5,5\n1,4,64,0,5,5\n2,4,-9,0,5,5\n')
+    with pytest.raises(TrackletInputError, match=r'track 4 of .*outside.txt \(2 box\(es\), lines 2-3\) has no valid '
+                                                 r'box: all lie outside the 64x48 frames'):
+        video.read_video_tracks(known['video'], outside, video.VideoOptions(min_frames=5))  # never dropped quietly
+    with pytest.raises(TrackletInputError, match='does not exist'):
+        video.read_video_tracks(tmp_path / 'nope.mp4', known['tracks'])
+    junk = tmp_path / 'junk.mp4'
+    junk.write_bytes(b'not a video at all' * 10)
+    with pytest.raises(FrameReadError, match='cannot read video .*junk.mp4: Invalid data'):
+        video.read_video_tracks(junk, known['tracks'])
+    truncated = tmp_path / 'truncated.mkv'
+    truncated.write_bytes(known['video'].read_bytes()[:600])
+    with pytest.raises(FrameReadError, match='truncated.mkv: not a single frame could be decoded'):
+        video.read_video_tracks(truncated, known['tracks'])
