@@ -12,6 +12,9 @@ from PIL import Image
 import reid_eval
 from reid_eval import video
 from reid_eval.errors import EvalError, FrameReadError, TrackletInputError
+from reid_eval.featurefile import load_features
+from reid_eval.synthetic import DemoVideos, make_demo_videos
+from sinet_cli import extract as extract_cmd
 
 SMALL = dict(device='cpu', workers=0, progress=False, batch_clips=4, data_config={'input_size': (3, 128, 64)})
 
@@ -194,3 +197,86 @@ def test_video_and_track_problems(known, tmp_path):
     truncated.write_bytes(known['video'].read_bytes()[:600])
     with pytest.raises(FrameReadError, match='truncated.mkv: not a single frame could be decoded'):
         video.read_video_tracks(truncated, known['tracks'])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sinet-extract on videos, sinet-search and sinet-viz across cameras
+
+MODEL = ['--model', 'vreid_r50', '--no-pretrained', '--device', 'cpu', '--workers', '0', '--no-progress',
+         '--batch-clips', '4']
+PICK = ['--min-frames', '3', '--max-frames-per-track', '6']  # few crops: fast
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory) -> DemoVideos:
+    """Two lossless cameras of 3 people, 12 frames, with tracks (see make_demo_videos: one person leaves camera 1,
+    a 2-frame false detection)."""
+    return make_demo_videos(tmp_path_factory.mktemp('demo'), num_people=3, num_frames=12, frame_size=(96, 160),
+                            person_size=(48, 24), ext='.mkv')
+
+
+@pytest.fixture(scope='module')
+def cams(demo) -> list[Path]:
+    out = []
+    for v, t in zip(demo.videos, demo.tracks, strict=True):
+        out.append(v.with_suffix('.safetensors'))
+        assert extract_cmd.main([str(v), '--tracks', str(t), '--output', str(out[-1]), *PICK, *MODEL]) == 0
+    return out
+
+
+def test_video_embeddings_equal_those_of_the_same_crops_as_folders(demo, cams, tmp_path, capsys):
+    cam1 = load_features(cams[0])
+    assert cam1.names == ['cam1:1', 'cam1:2', 'cam1:3'] and cam1.features.shape == (3, 2048)
+    vt = video.read_video_tracks(demo.videos[0], demo.tracks[0], video.VideoOptions(min_frames=3,
+                                                                                    max_frames_per_track=6))
+    for t in vt.tracks:  # the decoded crops themselves, as PNG folders named like the tracks
+        _save_folder(tmp_path / 'crops' / t.name, t.crops)
+    out = tmp_path / 'folders.safetensors'
+    assert extract_cmd.main([str(tmp_path / 'crops'), '--output', str(out), *MODEL]) == 0
+    folders = load_features(out)
+    assert folders.names == cam1.names and torch.equal(folders.features, cam1.features)
+    assert cam1.num_frames == folders.num_frames == [6, 6, 6]
+    meta = cam1.metadata
+    assert meta['input_kind'] == 'video' and meta['input'] == str(demo.videos[0].resolve())
+    info = json.loads(meta['video'])
+    assert (info['width'], info['height'], info['fps'], info['frames_decoded']) == (160, 96, 25.0, 12)
+    tracks = json.loads(meta['tracks'])
+    assert [(t['first_frame'], t['last_frame'], t['boxes'], t['boxes_skipped'], t['crops']) for t in tracks] == [
+        (1, 12, 12, 0, 6), (1, 12, 12, 0, 6), (1, 12, 12, 1, 6)]  # the leaving person: last box wholly outside
+    assert json.loads(meta['dropped_tracks'])['names'] == ['cam1:99'] and meta['boxes_skipped'] == '1'
+    assert [len(t) for t in cam1.thumbnails] == [4, 4, 4]
+
+
+@pytest.mark.parametrize('case,message', [
+    ('missing video', 'error: video {tmp}/nope.mp4 does not exist'),
+    ('not a video', 'error: cannot read video {tmp}/notes.mp4: Invalid data found'),
+    ('bad row', 'error: {tmp}/bad.txt, line 2: column 3 (x) is'),
+    ('no valid box', 'error: track 11 of {tmp}/far.txt (1 box(es), line 2) has no valid box'),
+    ('no --tracks', 'error: {video} is a video: give its tracks with --tracks FILE'),
+    ('--tracks for a folder', 'error: --tracks goes with a video file, but {tmp} is a folder'),
+    ('--stride 0', 'error: --stride must be a positive number of frames, got 0'),
+])
+def test_video_input_errors_are_one_line(demo, tmp_path, capsys, case, message):
+    tracks, vid = demo.tracks[1], demo.videos[1]
+    if case == 'missing video':
+        vid = tmp_path / 'nope.mp4'
+    elif case == 'not a video':
+        vid = tmp_path / 'notes.mp4'
+        vid.write_text('these are my notes, not a video\n')
+    elif case == 'bad row':
+        tracks = tmp_path / 'bad.txt'
+        tracks.write_text('1,11,1,1,5,5\n2,11,x,1,5,5\n')
+    elif case == 'no valid box':
+        tracks = tmp_path / 'far.txt'
+        tracks.write_text('1,12,1,1,5,5\n1,11,500,1,5,5\n')
+    elif case == '--tracks for a folder':
+        vid = tmp_path
+    args = [str(vid), '-o', str(tmp_path / 'out.safetensors'), *MODEL]
+    if case != 'no --tracks':
+        args += ['--tracks', str(tracks)]
+    if case == '--stride 0':
+        args += ['--stride', '0']
+    assert extract_cmd.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(tmp=tmp_path, video=vid)) and err.count('\n') == 1, err
+    assert not (tmp_path / 'out.safetensors').exists()
