@@ -10,11 +10,14 @@ import torch
 from PIL import Image
 
 import reid_eval
-from reid_eval import video
+from reid_eval import search, video, viz
 from reid_eval.errors import EvalError, FrameReadError, TrackletInputError
 from reid_eval.featurefile import load_features
 from reid_eval.synthetic import DemoVideos, make_demo_videos
+from reid_eval.thumbnails import decode_thumbnail
 from sinet_cli import extract as extract_cmd
+from sinet_cli import search as search_cmd
+from sinet_cli import viz as viz_cmd
 
 SMALL = dict(device='cpu', workers=0, progress=False, batch_clips=4, data_config={'input_size': (3, 128, 64)})
 
@@ -245,6 +248,52 @@ def test_video_embeddings_equal_those_of_the_same_crops_as_folders(demo, cams, t
         (1, 12, 12, 0, 6), (1, 12, 12, 0, 6), (1, 12, 12, 1, 6)]  # the leaving person: last box wholly outside
     assert json.loads(meta['dropped_tracks'])['names'] == ['cam1:99'] and meta['boxes_skipped'] == '1'
     assert [len(t) for t in cam1.thumbnails] == [4, 4, 4]
+
+
+def test_search_and_picture_across_cameras(cams, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / 'matches.csv'
+    assert search_cmd.main(['-q', str(cams[0]), '-g', str(cams[1]), '-k', '2', '-o', str(out)]) == 0
+    printed = capsys.readouterr()
+    assert 'query cam1:1' in printed.out and 'warning' not in printed.err
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + 3 * 2 and all(r.split(',')[2].startswith('cam2:1') for r in rows[1:])
+    png = tmp_path / 'm.png'
+    assert viz_cmd.main(['ranks', '--query', str(cams[0]), '--gallery', str(cams[1]), '--queries', 'cam1:2', '0',
+                         '--topk', '2', '-o', str(png)]) == 0
+    with Image.open(png) as im:
+        img = np.asarray(im.convert('RGB'), dtype=np.float32)
+    assert img.shape[:2][::-1] == viz.ranks_picture_size(2, 2, 4, (96, 48))
+    q, g = load_features(cams[0]), load_features(cams[1])
+    dist = search.cosine_distance_matrix(q.features, g.features).numpy()
+    cell_w, cell_h = 4 * 48 + 2 * viz.BORDER, 96 + 2 * viz.BORDER
+    for row, i in enumerate((1, 0)):
+        y = viz.HEADER_H + row * (viz.TITLE_H + cell_h + viz.PAD) + viz.TITLE_H
+        shown = img[y + viz.BORDER:y + viz.BORDER + 96, viz.PAD + viz.BORDER:viz.PAD + viz.BORDER + 4 * 48]
+        stored = np.concatenate([decode_thumbnail(b) for b in q.thumbnails[i]], axis=1)
+        assert np.abs(shown - stored).max() <= 2  # the query's strip: its stored crops
+        for r, j in enumerate(np.argsort(dist[i], kind='stable')[:2].tolist()):
+            x = viz.PAD + (r + 1) * (cell_w + viz.PAD)
+            mutual = dist[i].argmin() == j and dist[:, j].argmin() == i
+            want = (0, 178, 0) if mutual else (140, 140, 140)
+            assert np.abs(img[y + 1, x + 1] - want).max() <= 2, (row, r)
+
+
+def test_pictures_without_thumbnails(demo, tmp_path, capsys):
+    """Folder-made files are drawn from their frames on disk; a video's file needs its thumbnails."""
+    rng = np.random.default_rng(3)
+    _save_folder(tmp_path / 'people' / 'a', [rng.integers(0, 256, (64, 32, 3), dtype=np.uint8) for _ in range(2)])
+    folder_file = tmp_path / 'f.safetensors'
+    assert extract_cmd.main([str(tmp_path / 'people'), '-o', str(folder_file), '--thumbnails', '0', *MODEL]) == 0
+    assert load_features(folder_file).thumbnails is None
+    assert viz_cmd.main(['ranks', '-q', str(folder_file), '-g', str(folder_file), '-o', str(tmp_path / 'a.png')]) == 0
+    bare = tmp_path / 'v.safetensors'
+    assert extract_cmd.main([str(demo.videos[1]), '--tracks', str(demo.tracks[1]), '-o', str(bare), '--thumbnails',
+                             '0', '--max-frames-per-track', '1', *MODEL]) == 0
+    capsys.readouterr()
+    assert viz_cmd.main(['ranks', '-q', str(bare), '-g', str(folder_file), '-o', str(tmp_path / 'b.png')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: the query file') and 'was made from a video' in err and err.count('\n') == 1
 
 
 @pytest.mark.parametrize('case,message', [
