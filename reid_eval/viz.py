@@ -395,7 +395,8 @@ class _Pictures:
             self._frames = {t.name: t.frames for t in found}
         return self._frames
 
-    def images(self, i: int) -> list[np.ndarray]:
+    def images(self, i: int, count: int) -> list[np.ndarray]:
+        """Pictures of tracklet ``i``: its thumbnails, or ``count`` of its frames on disk, evenly spaced."""
         thumbs = self.fs.thumbnails[i] if self.fs.thumbnails is not None else None
         if thumbs:
             return [decode_thumbnail(b) for b in thumbs]
@@ -404,7 +405,8 @@ class _Pictures:
         if not paths:
             raise VizError(f'tracklet {name!r} of the {self.role} file {self.fs.path} is no longer in '
                            f'{self.fs.metadata.get("input")}; extract the file again')
-        return [np.asarray(open_frame(p)) for p in paths]
+        pick = sorted({int(round(v)) for v in np.linspace(0, len(paths) - 1, count)})
+        return [np.asarray(open_frame(paths[k])) for k in pick]
 
 
 def _query_indices(fs: FeatureSet, queries: Sequence[int | str] | None) -> list[int]:
@@ -478,13 +480,13 @@ def plot_matches(
     for row, i in enumerate(chosen):
         order = np.argsort(dist[i], kind='stable')[:k]
         y = HEADER_H + row * (TITLE_H + cell_h + PAD) + TITLE_H
-        canvas[y:y + cell_h, PAD:PAD + cell_w] = cell(qpics.images(i), _QUERY_COLOR)
+        canvas[y:y + cell_h, PAD:PAD + cell_w] = cell(qpics.images(i, frames), _QUERY_COLOR)
         n = f', {num_frames[i]} frames' if num_frames is not None else ''
         titles.append((PAD, y - TITLE_H / 2, f'query {q.names[i]}{n}'))
         for r, j in enumerate(order.tolist()):
             x = PAD + (r + 1) * (cell_w + PAD)
             mutual = best_g[i] == j and best_q[j] == i
-            canvas[y:y + cell_h, x:x + cell_w] = cell(gpics.images(j), _HIT_COLOR if mutual else _OTHER_COLOR)
+            canvas[y:y + cell_h, x:x + cell_w] = cell(gpics.images(j, frames), _HIT_COLOR if mutual else _OTHER_COLOR)
             titles.append((x, y - TITLE_H / 2, f'{r + 1}. {g.names[j]}  d={dist[i, j]:.4f}'))
 
     fig = _figure(canvas)

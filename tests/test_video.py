@@ -279,6 +279,20 @@ def test_search_and_picture_across_cameras(cams, tmp_path, capsys):
             assert np.abs(img[y + 1, x + 1] - want).max() <= 2, (row, r)
 
 
+def test_viz_ranks_arguments(cams, tmp_path, capsys):
+    files = ['--query', str(cams[0]), '--gallery', str(cams[1]), '-o', str(tmp_path / 'x.png')]
+    run = str(tmp_path / 'run.json')
+    for args, message in ((['ranks'], 'needs a sinet-eval RUN.json, or --query and --gallery'),
+                          (['ranks', run, *files], 'not both'),
+                          (['ranks', *files, '--queries', 'bob'], "query 'bob' is neither a tracklet name of"),
+                          (['ranks', *files, '--queries', '7'], 'query index 7 is out of range: '),
+                          (['ranks', run, '--queries', 'cam1:1'], "a run's queries are indices")):
+        assert viz_cmd.main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and message in err and err.count('\n') == 1, (args, err)
+    assert not (tmp_path / 'x.png').exists()
+
+
 def test_pictures_without_thumbnails(demo, tmp_path, capsys):
     """Folder-made files are drawn from their frames on disk; a video's file needs its thumbnails."""
     rng = np.random.default_rng(3)
