@@ -27,12 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='INPUT: a folder with one subfolder of frames per tracklet, a folder of frames (one tracklet), or a '
                'list file with one tracklet per line: "[NAME:] FOLDER" or "[NAME:] FRAME [FRAME ...]" (shell '
-               'quoting, # comments, paths relative to the list file). All frames of a tracklet are used (dense '
-               'protocol: loop-padded 4-frame strided clips, averaged). A video file (.mp4, .mkv, .avi, .mov, ...) '
-               'needs --tracks: the tracker\'s MOTChallenge rows "frame,id,x,y,w,h[,conf,...]" (1-based frames, '
-               'boxes in pixels); boxes are clipped to the frame, boxes outside it or empty are skipped and counted, '
-               'and a track with no valid box is an error. --min-frames, --stride and --max-frames-per-track choose '
-               'the frames of each track (or tracklet) before anything is decoded, in that order.')
+               'quoting, # comments, paths relative to the list file). By default all frames of a tracklet are '
+               'used (dense protocol: loop-padded 4-frame strided clips, averaged). A video file (.mp4, .mkv, .avi, '
+               '.mov, ...) needs --tracks: the tracker\'s MOTChallenge rows "frame,id,x,y,w,h[,conf,...]" (1-based '
+               'frames, boxes in pixels); boxes are clipped to the frame, boxes outside it or empty are skipped and '
+               'counted, and a track with no valid box is an error. --min-frames, --stride and '
+               '--max-frames-per-track choose the frames of each track (or tracklet) before anything is decoded, in '
+               'that order.')
     p.add_argument('input', help='folder of tracklets, folder of frames, list file, or a video file (with --tracks)')
     p.add_argument('--tracks', type=Path, default=None,
                    help="the video's tracks: a multi-object tracker's MOTChallenge text output (ByteTrack, BoT-SORT, "

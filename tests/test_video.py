@@ -312,6 +312,7 @@ def test_pictures_without_thumbnails(demo, tmp_path, capsys):
 
 @pytest.mark.parametrize('case,message', [
     ('missing video', 'error: video {tmp}/nope.mp4 does not exist'),
+    ('missing tracks', 'error: track file {tmp}/nope.txt does not exist'),
     ('not a video', 'error: cannot read video {tmp}/notes.mp4: Invalid data found'),
     ('bad row', 'error: {tmp}/bad.txt, line 2: column 3 (x) is'),
     ('no valid box', 'error: track 11 of {tmp}/far.txt (1 box(es), line 2) has no valid box'),
@@ -323,6 +324,8 @@ def test_video_input_errors_are_one_line(demo, tmp_path, capsys, case, message):
     tracks, vid = demo.tracks[1], demo.videos[1]
     if case == 'missing video':
         vid = tmp_path / 'nope.mp4'
+    elif case == 'missing tracks':
+        tracks = tmp_path / 'nope.txt'
     elif case == 'not a video':
         vid = tmp_path / 'notes.mp4'
         vid.write_text('these are my notes, not a video\n')
