@@ -6,6 +6,9 @@
     res.metrics                # {'mAP': .., 'rank1': .., 'rank5': .., 'rank10': .., 'rank20': .., 'mINP': ..}, %
     res.query, res.gallery     # Embeddings: features, pids, camids, tracklet names
     feats = reid_eval.extract(model, tracklets)                                 # your own tracklets
+    feats = reid_eval.extract(model, [[crop0, crop1, ...], ...])                # crops: PIL, uint8 arrays, tensors
+    vt = reid_eval.read_video_tracks("cam1.mp4", "cam1.txt")                    # a video + its tracker's output
+    feats = reid_eval.extract(model, vt.tracklets())                            # one embedding per track
     res = reid_eval.evaluate(..., rerank=reid_eval.RerankOptions(), aqe=reid_eval.AQEOptions())
     res.variants               # {'rerank': {...}, 'aqe': {...}, 'aqe_rerank': {...}}: beside res.metrics, not in it
 
@@ -27,11 +30,12 @@ from .evaluator import (
 from .models import FrameAverage, LoadedModel, load_model
 from .postprocess import AQEOptions, RerankOptions
 from .results import Embeddings, EvalResult, SplitResult
-from .tracklets import InputTracklet, find_tracklets
+from .tracklets import FrameSelection, InputTracklet, find_tracklets
+from .video import VideoOptions, read_video_tracks
 
 __all__ = [
     'SPECS', 'AQEOptions', 'DatasetSpec', 'Embeddings', 'EvalError', 'EvalOptions', 'EvalResult', 'FrameAverage',
-    'InputTracklet', 'LoadedModel', 'ReIDEvaluator', 'RerankOptions', 'SinetTimmError', 'SplitResult', 'evaluate',
-    'evaluate_split', 'extract', 'find_tracklets', 'get_spec', 'load_dataset', 'load_model', 'rank', 'rank_variants',
-    'resolve_device',
+    'FrameSelection', 'InputTracklet', 'LoadedModel', 'ReIDEvaluator', 'RerankOptions', 'SinetTimmError',
+    'SplitResult', 'VideoOptions', 'evaluate', 'evaluate_split', 'extract', 'find_tracklets', 'get_spec',
+    'load_dataset', 'load_model', 'rank', 'rank_variants', 'read_video_tracks', 'resolve_device',
 ]

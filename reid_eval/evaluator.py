@@ -25,7 +25,15 @@ import torch.nn as nn
 from .cache import FeatureCache, default_cache_dir
 from .datasets import check_layout, get_spec, load_dataset
 from .errors import EvalError
-from .extraction import AMP_CHOICES, ExtractPlan, ExtractStats, FramePreprocess, extract_features, resolve_amp
+from .extraction import (
+    AMP_CHOICES,
+    ExtractPlan,
+    ExtractStats,
+    FrameImage,
+    FramePreprocess,
+    extract_features,
+    resolve_amp,
+)
 from .models import LoadedModel, check_model_name, for_inference, load_model, weights_sha256
 from .paper import paper_metrics
 from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
@@ -449,29 +457,47 @@ def _mean_std(metrics: Sequence[dict[str, Any]]) -> tuple[dict[str, float], dict
 
 def extract(
         model: str | Path | nn.Module | LoadedModel,
-        tracklets: Sequence[InputTracklet | Sequence[str | Path]],
+        tracklets: Sequence[InputTracklet | Sequence[str | Path | FrameImage]],
         options: EvalOptions | None = None,
         **overrides: Any,
 ) -> torch.Tensor:
     """(N, D) embeddings of your own tracklets, one per tracklet, under the test protocol (dense by default: all
     frames, loop-padded 4-frame strided clips whose embeddings are averaged), exactly as ``sinet-extract``.
 
-    ``tracklets``: :class:`~reid_eval.tracklets.InputTracklet` objects or lists of frame paths. The model is put in
-    eval mode on the device in channels_last (see :func:`~reid_eval.models.for_inference`).
+    ``tracklets``: :class:`~reid_eval.tracklets.InputTracklet` objects, lists of frame paths, or lists of in-memory
+    frames (crops): PIL images, (H, W, 3) uint8 RGB arrays, uint8 tensors (3, H, W) or (H, W, 3), or float tensors
+    (3, H, W) in [0, 1] (see :func:`~reid_eval.extraction.frame_image_to_pil`); a (T, H, W, 3) array or a
+    (T, 3, H, W) tensor is a list of T frames. A tracklet is either paths or in-memory frames. In-memory frames are
+    turned into the PIL image that reading the same pixels from a file gives and preprocessed from there, so they
+    embed exactly like the same frames saved as image files (lossless formats: PNG, BMP, TIFF) with names that sort
+    in temporal order (``000001.png ...``: the protocol sorts the padded frame list by name, and in-memory frames
+    by position). The model is put in eval mode on the device in channels_last (see
+    :func:`~reid_eval.models.for_inference`).
     """
     options = dataclasses.replace(options or EvalOptions(), **overrides)
     options.validate()
-    frames = [list(t.frames) if isinstance(t, InputTracklet) else [str(p) for p in t] for t in tracklets]
+    frames = [_frame_list(t.frames if isinstance(t, InputTracklet) else t) for t in tracklets]
     if not frames:
         raise EvalError('no tracklets to extract')
+    names = [t.name if isinstance(t, InputTracklet) else f'#{i}' for i, t in enumerate(tracklets)]
+    # planned (and the frames checked) before the model is loaded, which may download weights; planned again in
+    # the rare case that the model's clip length is not the family's 4
+    guess = options.clip_len or (model.clip_len if isinstance(model, LoadedModel) else 4)
+    plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode, guess, names)
     loaded = load_model(model, data_config=options.data_config)
+    if (options.clip_len or loaded.clip_len) != plan.clip_len:
+        plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode, loaded.clip_len, names)
     device = resolve_device(options.device)
     module = for_inference(loaded.module, device)
-    plan = ExtractPlan.build([(tuple(f), i, 0) for i, f in enumerate(frames)], options.mode,
-                             options.clip_len or loaded.clip_len)
     feats, _ = extract_features(module, plan, FramePreprocess.from_data_config(loaded.data_config), None, device,
                                 batch_clips=options.batch_clips, workers=options.workers,
                                 amp=resolve_amp(options.amp, device), shard_clips=max(len(plan.clips), 1),
                                 progress=options.progress)
     assert feats is not None  # a single process always gets the features
     return feats
+
+
+def _frame_list(frames: Any) -> list[Any]:
+    """A tracklet's frames as a list: paths as ``str``, in-memory frames as they are."""
+    return [os.fspath(f) if isinstance(f, (str, os.PathLike)) else f for f in frames]
+

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import timm.data
 import torch
 import torch.distributed as dist
@@ -25,15 +26,26 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .cache import FeatureCache
-from .errors import DatasetLayoutError, EvalError, FrameReadError, NonFiniteFeaturesError, WorkersDiedError
+from .errors import (
+    DatasetLayoutError,
+    EvalError,
+    FrameReadError,
+    NonFiniteFeaturesError,
+    TrackletInputError,
+    WorkersDiedError,
+)
 from .protocol import make_clips
 
 __all__ = [
-    'AMP_CHOICES', 'ClipDataset', 'ExtractPlan', 'ExtractStats', 'FrameFailure', 'FramePreprocess', 'collate_clips',
-    'default_batch_clips', 'extract_features', 'open_frame', 'reporting_worker_death', 'resolve_amp',
+    'AMP_CHOICES', 'ClipDataset', 'ExtractPlan', 'ExtractStats', 'FrameFailure', 'FrameImage', 'FramePreprocess',
+    'check_frame_image', 'collate_clips', 'default_batch_clips', 'extract_features', 'frame_image_to_pil',
+    'open_frame', 'reporting_worker_death', 'resolve_amp',
 ]
 
-Tracklet = tuple[Sequence[str], int, int]  # (frame paths, pid, camid), as torchreid's datasets give
+# An in-memory frame (see :func:`frame_image_to_pil`): a PIL image, an (H, W, 3) uint8 RGB array, or a tensor:
+# uint8 (3, H, W) or (H, W, 3), or floating-point (3, H, W) in [0, 1].
+FrameImage = Image.Image | np.ndarray | torch.Tensor
+Tracklet = tuple[Sequence[Any], int, int]  # (frame paths or in-memory frames, pid, camid), as torchreid's datasets give
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 
 _WORKER_DEATH = re.compile(r'DataLoader worker \(pid[^\n]*')  # torch's report, whichever of its forms
@@ -76,6 +88,61 @@ def open_frame(path: str) -> Image.Image:
         raise FrameReadError(path, str(e)) from None
 
 
+def check_frame_image(frame: Any) -> str | None:
+    """What is wrong with ``frame`` as an in-memory frame (None when :func:`frame_image_to_pil` takes it). A float
+    tensor is checked for values outside [0, 1] here, so a worker never meets a frame it cannot convert."""
+    if isinstance(frame, Image.Image):
+        return None
+    if isinstance(frame, np.ndarray):
+        if frame.dtype != np.uint8:
+            return (f'a {frame.dtype} array; arrays must be uint8 (H, W, 3) RGB (convert floats in [0, 1] with '
+                    '(a * 255).round().astype(np.uint8))')
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            return f'an array of shape {tuple(frame.shape)}; arrays must be (H, W, 3) RGB'
+        return None if frame.shape[0] and frame.shape[1] else f'an empty array of shape {tuple(frame.shape)}'
+    if isinstance(frame, torch.Tensor):
+        shape = tuple(frame.shape)
+        if frame.dim() != 3 or 3 not in (shape[0], shape[2]) or (shape[0] != 3 and frame.is_floating_point()):
+            return (f'a tensor of shape {shape}; tensors must be (3, H, W) (or uint8 (H, W, 3))')
+        if frame.numel() == 0:
+            return f'an empty tensor of shape {shape}'
+        if frame.is_floating_point():
+            lo, hi = float(frame.min()), float(frame.max())
+            if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
+                return (f'a {frame.dtype} tensor with values in [{lo:g}, {hi:g}]; floating-point tensors must lie '
+                        'in [0, 1] (ToTensor scale)')
+            return None
+        if frame.dtype != torch.uint8:
+            return f'a {frame.dtype} tensor; tensors must be uint8, or floating-point in [0, 1]'
+        return None
+    return f'a {type(frame).__name__}; expected a frame path, a PIL image, a uint8 array or a tensor'
+
+
+def frame_image_to_pil(frame: FrameImage) -> Image.Image:
+    """An in-memory frame as the RGB PIL image that :func:`open_frame` gives for the same pixels on disk, so the
+    preprocessing after it (PIL resize, then :class:`FramePreprocess`) is the same, bit for bit.
+
+    * a PIL image: converted to RGB, as :func:`open_frame` converts what it reads;
+    * a NumPy array: (H, W, 3) uint8, RGB channel order (OpenCV's frames are BGR: pass ``frame[..., ::-1]``);
+    * a tensor: uint8 (3, H, W) (torchvision's layout) or (H, W, 3); a (3, H, 3) uint8 tensor is read as
+      (3, H, W). Floating-point tensors are (3, H, W) in [0, 1] and become uint8 by ``round(x * 255)``: exact
+      for tensors made as ``uint8 / 255`` (``ToTensor``), otherwise the nearest 8-bit value, as any image file
+      would store them.
+
+    Check the frame first with :func:`check_frame_image` (this function assumes a valid one).
+    """
+    if isinstance(frame, Image.Image):
+        return frame.convert('RGB')
+    if isinstance(frame, torch.Tensor):
+        t = frame.detach().cpu()
+        if t.is_floating_point():
+            t = t.to(torch.float32).mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        if t.shape[0] == 3:
+            t = t.permute(1, 2, 0)
+        frame = t.contiguous().numpy()
+    return Image.fromarray(np.ascontiguousarray(frame), 'RGB')
+
+
 def collate_clips(items: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor] | tuple[FrameFailure, None]:
     """Stack ``(clip, index)`` items; a batch with an unreadable frame becomes ``(FrameFailure, None)``."""
     for x, _ in items:
@@ -86,18 +153,26 @@ def collate_clips(items: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Ten
 
 class ClipDataset(Dataset):
     """Decodes and preprocesses the frames of one clip per item: returns ((T, 3, H, W) tensor, clip index), or a
-    :class:`FrameFailure` in place of the tensor (see :func:`collate_clips`)."""
+    :class:`FrameFailure` in place of the tensor (see :func:`collate_clips`).
 
-    def __init__(self, clips: Sequence[tuple[str, ...]], transform: Callable):
+    A clip entry is a frame path (read with :func:`open_frame`) or an index into ``images``, the in-memory frames
+    (converted with :func:`frame_image_to_pil`); both then go through the same ``transform``."""
+
+    def __init__(self, clips: Sequence[tuple[str | int, ...]], transform: Callable,
+                 images: Sequence[FrameImage] | None = None):
         self.clips = clips
         self.transform = transform
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.clips)
 
+    def _read(self, ref: str | int) -> Image.Image:
+        return open_frame(ref) if isinstance(ref, str) else frame_image_to_pil(self.images[ref])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor | FrameFailure, int]:
         try:
-            return torch.stack([self.transform(open_frame(p)) for p in self.clips[i]]), i
+            return torch.stack([self.transform(self._read(p)) for p in self.clips[i]]), i
         except FrameReadError as e:
             return FrameFailure(e.path, e.reason), i
 
@@ -142,26 +217,51 @@ class FramePreprocess:
 
 @dataclass
 class ExtractPlan:
-    """The clips of a list of tracklets, which tracklet each clip belongs to, and the tracklets' names."""
+    """The clips of a list of tracklets, which tracklet each clip belongs to, and the tracklets' names.
 
-    clips: list[tuple[str, ...]]
+    A clip holds frame paths, or for tracklets given as in-memory frames indices into ``images`` (the frames of
+    all such tracklets, in order). Indices of a tracklet increase with time, so the protocol's sort of the padded
+    frame list (:func:`~reid_eval.protocol.loop_pad`) keeps them in temporal order, as it keeps zero-padded frame
+    names: the same frames as files named ``000001.png ...`` give the same clips."""
+
+    clips: list[tuple[str | int, ...]]
     owner: list[int]
     num_tracklets: int
     mode: str
     clip_len: int = 4
     names: list[str] | None = None  # for messages (default: the tracklet's index)
+    images: list[FrameImage] | None = None  # in-memory frames the clips' integer entries index
 
     @classmethod
     def build(cls, tracklets: Sequence[Tracklet], mode: str, clip_len: int = 4,
               names: Sequence[str] | None = None) -> ExtractPlan:
+        """The clips of ``tracklets`` under ``mode``. A tracklet's frames are all paths (``str``) or all in-memory
+        frames (:data:`FrameImage`, checked here with :func:`check_frame_image`: a bad one is a
+        :class:`~reid_eval.errors.TrackletInputError` naming the tracklet and frame)."""
         clips, owner = [], []
-        for t, (paths, pid, _camid) in enumerate(tracklets):
-            if len(paths) == 0:
+        images: list[FrameImage] = []
+
+        def label(t: int) -> str:
+            return repr(names[t]) if names is not None else f'#{t}'
+
+        for t, (frames, pid, _camid) in enumerate(tracklets):
+            if len(frames) == 0:
                 raise EvalError(f'tracklet {t} (identity {pid}) has no frames; fix or remove it from the dataset')
-            for c in make_clips(paths, mode, clip_len):
+            if not all(isinstance(f, str) for f in frames):
+                if any(isinstance(f, str) for f in frames):
+                    raise TrackletInputError(f'tracklet {label(t)} mixes frame paths and in-memory frames; give '
+                                             'one kind per tracklet')
+                for k, f in enumerate(frames):
+                    if (why := check_frame_image(f)) is not None:
+                        raise TrackletInputError(f'frame {k} of tracklet {label(t)} is {why}')
+                start = len(images)
+                images.extend(frames)
+                frames = list(range(start, len(images)))
+            for c in make_clips(frames, mode, clip_len):
                 clips.append(c)
                 owner.append(t)
-        return cls(clips, owner, len(tracklets), mode, clip_len, list(names) if names is not None else None)
+        return cls(clips, owner, len(tracklets), mode, clip_len, list(names) if names is not None else None,
+                   images or None)
 
     def name(self, t: int) -> str:
         return self.names[t] if self.names is not None else f'#{t}'
@@ -170,14 +270,14 @@ class ExtractPlan:
         """The clips (which frames, in which order, of which tracklet), as a hash."""
         h = hashlib.sha256()
         for o, c in zip(self.owner, self.clips, strict=True):
-            h.update(f'{o}|{"|".join(c)}\n'.encode('utf-8', 'surrogateescape'))
+            h.update(f'{o}|{"|".join(map(str, c))}\n'.encode('utf-8', 'surrogateescape'))
         return h.hexdigest()
 
     def files_digest(self, lo: int = 0, hi: int | None = None) -> str:
         """The frame files of clips ``lo..hi`` as they are on disk: path, size and modification time of each (a
         frame replaced in place under the same name changes it), as a hash."""
         h = hashlib.sha256()
-        for path in dict.fromkeys(p for c in self.clips[lo:hi] for p in c):
+        for path in dict.fromkeys(p for c in self.clips[lo:hi] for p in c if isinstance(p, str)):
             try:
                 st = os.stat(path)
             except OSError as e:
@@ -314,7 +414,7 @@ def extract_features(
     batches = [(s, list(range(b, min(b + batch_clips, hi))))
                for s in todo for lo, hi in [_shard_range(s, shard_clips, len(plan.clips))]
                for b in range(lo, hi, batch_clips)]
-    loader = DataLoader(ClipDataset(plan.clips, frame_transform), batch_sampler=[b for _, b in batches],
+    loader = DataLoader(ClipDataset(plan.clips, frame_transform, plan.images), batch_sampler=[b for _, b in batches],
                         num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips) if batches else []
     embs, events = [], []
     kept = (f'Finished feature shards are kept in {cache.folder}: a rerun resumes from them.' if cache is not None

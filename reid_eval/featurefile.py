@@ -3,7 +3,10 @@ features a ``sinet-eval --save-features`` run keeps beside its JSON (what ``sine
 
 A features file is a safetensors file holding ``features`` (N, D) float32 and ``num_frames`` (N,), with the
 tracklet ``names`` (a JSON list), the model id and the weights' sha256 (:func:`reid_eval.models.weights_sha256`) in
-its metadata; read it with :func:`load_features`.
+its metadata; read it with :func:`load_features`. It may also hold small JPEG pictures of each tracklet
+(:mod:`reid_eval.thumbnails`): ``thumbnails`` (the JPEG files' bytes, concatenated, uint8), ``thumbnail_offsets``
+(M + 1,) int64 (thumbnail j is ``thumbnails[offsets[j]:offsets[j + 1]]``) and ``thumbnail_counts`` (N,) int64 (how
+many of them, in order, belong to each tracklet), described by the ``thumbnails`` metadata entry.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -36,6 +40,8 @@ class FeatureSet:
     names: list[str]
     metadata: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    thumbnails: list[list[bytes]] | None = None  # JPEG pictures of each tracklet, when the file holds them
+    num_frames: list[int] | None = None  # frames (crops) each embedding used, when the file records them
 
     @property
     def weights_sha256(self) -> str | None:
@@ -89,9 +95,11 @@ def save_features(
         weights_sha256: str,
         num_frames: Sequence[int] | None = None,
         metadata: dict[str, str] | None = None,
+        thumbnails: Sequence[Sequence[bytes]] | None = None,
         overwrite: bool = False,
 ) -> Path:
-    """Write a features file (see the module docstring); refuses to replace an existing file unless ``overwrite``."""
+    """Write a features file (see the module docstring); refuses to replace an existing file unless ``overwrite``.
+    ``thumbnails``: JPEG bytes per tracklet (:func:`reid_eval.thumbnails.make_thumbnails`), or None."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f'{path} exists; pass --overwrite (overwrite=True) to replace it or choose another '
@@ -106,6 +114,19 @@ def save_features(
     tensors = {'features': features.float().cpu()}
     if num_frames is not None:
         tensors['num_frames'] = torch.as_tensor(list(num_frames), dtype=torch.int64)
+    if thumbnails is not None:
+        if len(thumbnails) != len(names):
+            raise FeatureFileError(f'{len(thumbnails)} lists of thumbnails for {len(names)} tracklets')
+        flat = [bytes(t) for per in thumbnails for t in per]
+        offsets = [0]
+        for t in flat:
+            offsets.append(offsets[-1] + len(t))
+        # (one zero byte when there is no thumbnail at all: torch.frombuffer takes no empty buffer)
+        tensors['thumbnails'] = torch.frombuffer(bytearray(b''.join(flat)) or bytearray(1), dtype=torch.uint8)
+        tensors['thumbnail_offsets'] = torch.tensor(offsets, dtype=torch.int64)
+        tensors['thumbnail_counts'] = torch.tensor([len(per) for per in thumbnails], dtype=torch.int64)
+        meta.setdefault('thumbnails', json.dumps({'format': 'jpeg', 'per_tracklet': max(
+            (len(per) for per in thumbnails), default=0)}))
     _atomic_write(tensors, meta, path)
     return path
 
@@ -126,6 +147,9 @@ def load_features(path: str | Path) -> FeatureSet:
                 raise FeatureFileError(f"{path} has no 'features' tensor: it is not a sinet-extract features file"
                                        f'{hint}')
             feats = f.get_tensor('features')
+            num_frames = f.get_tensor('num_frames').tolist() if 'num_frames' in keys else None
+            thumbs = (tuple(f.get_tensor(k) for k in ('thumbnails', 'thumbnail_offsets', 'thumbnail_counts'))
+                      if {'thumbnails', 'thumbnail_offsets', 'thumbnail_counts'} <= keys else None)
     except FeatureFileError:
         raise
     except Exception as e:  # safetensors raises its own error types for a damaged or foreign file
@@ -143,7 +167,24 @@ def load_features(path: str | Path) -> FeatureSet:
         shown = ', '.join(str(names[i]) for i in bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
         raise FeatureFileError(f'{path} holds NaN or Inf embeddings for {len(bad)} tracklet(s) ({shown}): distances '
                                'to them mean nothing. Extract them again (sinet-extract stops on such values now).')
-    return FeatureSet(feats.float(), [str(n) for n in names], meta, path)
+    return FeatureSet(feats.float(), [str(n) for n in names], meta, path,
+                      _split_thumbnails(path, thumbs, len(names)) if thumbs is not None else None,
+                      num_frames if num_frames is not None and len(num_frames) == len(names) else None)
+
+
+def _split_thumbnails(path: Path, tensors: tuple[torch.Tensor, ...], n: int) -> list[list[bytes]]:
+    data, offsets, counts = (t.flatten() for t in tensors)
+    offsets, counts = offsets.tolist(), counts.tolist()
+    if (len(counts) != n or len(offsets) != sum(counts) + 1 or any(b < a for a, b in pairwise(offsets))
+            or offsets[0] != 0 or offsets[-1] > data.numel()):
+        raise FeatureFileError(f'{path}: its thumbnail tensors do not fit together; extract the features again')
+    blob = data.numpy().tobytes()
+    flat = [blob[a:b] for a, b in pairwise(offsets)]
+    out, k = [], 0
+    for c in counts:
+        out.append(flat[k:k + c])
+        k += c
+    return out
 
 
 def save_run_features(json_path: str | Path, result: EvalResult) -> dict[int, str]:

@@ -9,7 +9,11 @@ can tell identities apart but not trivially.  Output is deterministic for a give
 Each dataset folder gets a ``synthetic_manifest.json`` with what a loader must return (query / gallery
 tracklets with torchreid's pid and camid semantics, per split), read it with :func:`load_manifest`.
 
-Command line: ``python -m reid_eval.synthetic KIND ROOT [--num-ids N] [--seed S] [--workers W]``.
+:func:`make_demo_videos` draws two camera videos of the same people walking, with their tracks as a tracker
+would write them (MOTChallenge rows) and which track is whom: the worked example of ``sinet-extract VIDEO --tracks``.
+
+Command line: ``sinet-synthetic KIND ROOT [--num-ids N] [--seed S] [--workers W]`` (``KIND`` ``videos``: the
+demo videos).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from sinet_timm.paths import cache_root
 
 from .datasets import get_spec
 from .errors import EvalError, OutputExistsError, RenderersDiedError
+from .video import format_tracks, write_video
 
-__all__ = ["MANIFEST_NAME", "DEFAULT_LENGTHS", "DEFAULT_NUM_IDS", "make_synthetic", "load_manifest",
-           "demo_dataset_root"]
+__all__ = ["MANIFEST_NAME", "DEFAULT_LENGTHS", "DEFAULT_NUM_IDS", "DemoVideos", "make_synthetic", "load_manifest",
+           "demo_dataset_root", "make_demo_videos"]
 
 MANIFEST_NAME = "synthetic_manifest.json"
 FORMAT_VERSION = 2  # 2: every frame drawn from its own seeded generator (parallel rendering)
@@ -658,6 +663,109 @@ def demo_dataset_root(cache_dir: str | Path | None = None, *, seed: int = 0) -> 
     ``synthetic-mars/``; load it with ``load_dataset("mars", root)``.
     """
     return make_synthetic("mars", Path(cache_dir or cache_root()) / "synthetic-mars", seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------------
+# demo videos
+
+
+@dataclass
+class DemoVideos:
+    """What :func:`make_demo_videos` wrote: one video and one track file per camera, and who is who."""
+
+    folder: Path
+    videos: list[Path]
+    tracks: list[Path]
+    truth: dict[str, str]  # camera-1 track name (VIDEO:ID) -> the camera-2 track of the same person
+    frame_size: tuple[int, int]
+    num_frames: int
+
+
+def make_demo_videos(
+        folder: str | Path,
+        *,
+        num_people: int = 4,
+        num_frames: int = 40,
+        frame_size: tuple[int, int] = (192, 320),
+        person_size: tuple[int, int] = (96, 48),
+        seed: int = 0,
+        ext: str = ".mp4",
+        fps: float = 25.0,
+) -> DemoVideos:
+    """Write ``cam1``/``cam2`` videos (``ext``: ``.mp4`` H.264 as cameras record, ``.mkv``/``.avi`` lossless) of
+    the same ``num_people`` people, and their tracks ``cam1.txt``/``cam2.txt`` (MOTChallenge rows) and
+    ``truth.json`` (who is who), into ``folder``.
+
+    Each camera has its own colour cast and background; the people stand side by side in columns, in another order
+    in each camera (so the track ids do not tell who is who: camera 1 numbers its tracks 1, 2, ..., camera 2 11,
+    12, ...), swaying and walking up and down the frame. What trackers write is there too: in camera 1 the rightmost
+    person leaves the frame in the last frames (a box half outside, clipped, then one wholly outside, skipped) and
+    a false detection of the background lives for 2 frames (track 99: ``--min-frames 3`` drops it).
+    Frames are streamed to the encoder, never held together. Earlier demo videos in ``folder`` (it has a
+    ``truth.json``) are replaced; other files of those names are not (:class:`OutputExistsError`).
+    """
+    h, w = (int(v) for v in frame_size)
+    ph, pw = (int(v) for v in person_size)
+    if num_people < 1 or w / num_people < pw + 4 or h < ph + 32 or num_frames < 4:
+        raise EvalError(f"{num_people} people of {ph}x{pw} px do not fit side by side in {h}x{w} frames (need "
+                        f"width >= people x (person width + 4), height >= person height + 32, >= 4 frames)")
+    folder = Path(folder).expanduser()
+    ours = [folder / f"cam{c}{e}" for c in (1, 2) for e in (ext, ".txt")]
+    if any(p.exists() for p in ours) and not (folder / "truth.json").exists():
+        raise OutputExistsError(f"{folder} holds {', '.join(p.name for p in ours if p.exists())} but no truth.json: "
+                                "not demo videos; refusing to overwrite them (choose another folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    painter = _Painter(seed, (ph, pw), 2, "png")
+    rng = painter.rng
+    looks = [painter.look(i) for i in range(num_people)]
+    orders = {1: list(range(num_people)), 2: [int(v) for v in rng.permutation(num_people)]}
+    first_id = {1: 1, 2: 11}
+    truth: dict[str, str] = {}
+    for k, person in enumerate(orders[1]):
+        truth[f"cam1:{first_id[1] + k}"] = f"cam2:{first_id[2] + orders[2].index(person)}"
+    videos, tracks = [], []
+    for cam in (1, 2):
+        camera = painter.renderer.cams[cam]
+        bg = np.empty((h, w, 3), np.float32)
+        bg[:] = camera.background
+        bg += rng.normal(0, 10, (h, 1, 3)).astype(np.float32)
+        bg = np.clip(bg * camera.gain + camera.bias, 0, 255).astype(np.uint8)
+        phase = rng.uniform(0, 2 * np.pi, (num_people, 2))
+        rows: list[tuple[int, int, float, float, float, float]] = []
+        frames = _demo_frames(painter, cam, orders[cam], first_id[cam], looks, bg, phase, person_size, num_frames,
+                              leaving=cam == 1, false_detection=cam == 1, rows=rows)
+        videos.append(write_video(folder / f"cam{cam}{ext}", frames, fps))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        tracks.append(folder / f"cam{cam}.txt")
+        tracks[-1].write_text(format_tracks(rows))
+    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
+    return DemoVideos(folder, videos, tracks, truth, (h, w), num_frames)
+
+
+def _demo_frames(painter: _Painter, cam: int, order: list[int], first_id: int, looks: list[_Look], bg: np.ndarray,
+                 phase: np.ndarray, person_size: tuple[int, int], num_frames: int, *, leaving: bool,
+                 false_detection: bool, rows: list[tuple[int, int, float, float, float, float]]):
+    """The frames of one demo camera, one at a time; appends each frame's track rows to ``rows``."""
+    h, w = bg.shape[:2]
+    ph, pw = person_size
+    col = w / len(order)
+    span = h - ph - 30  # vertical room of the walkers (the bottom 28 px are where the false detection is)
+    for t in range(1, num_frames + 1):
+        img = bg.copy()
+        for k, person in enumerate(order):
+            x = col * k + (col - pw) / 2 + 0.3 * (col - pw) * np.sin(phase[k, 0] + t / 6)
+            y = 2 + 0.5 * span * (1 + np.sin(phase[k, 1] + t / 9))
+            if leaving and k == len(order) - 1 and t > num_frames - 2:  # half out of the frame, then gone
+                x = w - pw / 2 if t == num_frames - 1 else w + 2
+            rows.append((t, first_id + k, float(x), float(y), pw, ph))
+            patch = painter.renderer.frame(cam * 1_000_000 + person * 10_000 + t, looks[person], cam)
+            x0, y0 = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+            xa, xb = max(0, x0), min(w, x0 + pw)
+            if xa < xb:
+                img[y0:y0 + ph, xa:xb] = patch[:, xa - x0:xb - x0]
+        if false_detection and t in (5, 6):
+            rows.append((t, 99, 0.3 * w, h - 28.0, 24.0, 24.0))
+        yield img
 
 
 if __name__ == "__main__":

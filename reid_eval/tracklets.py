@@ -11,6 +11,9 @@ INPUT is either
   (frame paths in temporal order). Fields are split like a shell line (quote paths with spaces), ``#`` starts
   a comment, relative paths are relative to the list file's folder. Without ``NAME:`` a folder line is named
   by the folder as written and a frame line ``line<N>`` (its line number).
+
+:class:`FrameSelection` chooses the frames of each tracklet (``--min-frames``, ``--stride``,
+``--max-frames-per-track``); video tracks (:mod:`reid_eval.video`) are chosen by the same rule.
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import TrackletInputError
+from .errors import EvalError, TrackletInputError
+from .protocol import evenly_spaced
 
-__all__ = ['IMAGE_EXTENSIONS', 'InputTracklet', 'find_tracklets', 'list_frames']
+__all__ = ['IMAGE_EXTENSIONS', 'FrameSelection', 'InputTracklet', 'find_tracklets', 'list_frames',
+           'select_tracklets']
 
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm'})
 _IGNORED = frozenset({'thumbs.db', 'desktop.ini'})
@@ -30,10 +35,57 @@ _IGNORED = frozenset({'thumbs.db', 'desktop.ini'})
 
 @dataclass
 class InputTracklet:
-    """A named tracklet: its frame paths in temporal order."""
+    """A named tracklet: its frame paths in temporal order, or its frames in memory (crops: PIL images, uint8
+    arrays or tensors, as :func:`reid_eval.extract` takes them)."""
 
     name: str
-    frames: list[str]
+    frames: list[Any]
+
+
+@dataclass
+class FrameSelection:
+    """Which frames of a tracklet (or valid boxes of a video track) are embedded, in this order: a tracklet with
+    fewer than ``min_frames`` is dropped; of the others every ``stride``-th frame from the first is kept, and of
+    those at most ``max_frames_per_track``, evenly spaced (:func:`~reid_eval.protocol.evenly_spaced`: the middles
+    of equal segments; None: all)."""
+
+    stride: int = 1
+    max_frames_per_track: int | None = None
+    min_frames: int = 1
+
+    def validate(self) -> None:
+        """Raise :class:`~reid_eval.errors.EvalError` for a value that cannot work, naming the flag."""
+        if not (isinstance(self.stride, int) and self.stride >= 1):
+            raise EvalError(f'--stride must be a positive number of frames, got {self.stride!r}')
+        if self.max_frames_per_track is not None and not (
+                isinstance(self.max_frames_per_track, int) and self.max_frames_per_track >= 1):
+            raise EvalError(f'--max-frames-per-track must be a positive number of frames, got '
+                            f'{self.max_frames_per_track!r}')
+        if not (isinstance(self.min_frames, int) and self.min_frames >= 1):
+            raise EvalError(f'--min-frames must be a positive number of frames, got {self.min_frames!r}')
+
+    def choose(self, frames: list[Any]) -> list[Any]:
+        """The frames kept of a tracklet long enough to keep (stride, then the cap)."""
+        chosen = frames[::self.stride]
+        return chosen if self.max_frames_per_track is None else evenly_spaced(chosen, self.max_frames_per_track)
+
+    def to_json(self) -> dict[str, Any]:
+        return {'stride': self.stride, 'max_frames_per_track': self.max_frames_per_track,
+                'min_frames': self.min_frames}
+
+
+def select_tracklets(tracklets: list[InputTracklet], selection: FrameSelection
+                     ) -> tuple[list[InputTracklet], list[InputTracklet]]:
+    """(kept tracklets with their chosen frames, dropped tracklets: fewer than ``min_frames`` frames). Nothing
+    kept is a :class:`~reid_eval.errors.TrackletInputError`."""
+    selection.validate()
+    kept = [InputTracklet(t.name, selection.choose(list(t.frames))) for t in tracklets
+            if len(t.frames) >= selection.min_frames]
+    dropped = [t for t in tracklets if len(t.frames) < selection.min_frames]
+    if not kept:
+        raise TrackletInputError(f'no tracklet has at least --min-frames {selection.min_frames} frames (the longest '
+                                 f'has {max((len(t.frames) for t in tracklets), default=0)})')
+    return kept, dropped
 
 
 def _natural_key(name: str) -> list[Any]:

@@ -12,6 +12,15 @@ SBM the later frames of a clip attend to broader regions than the first (the sal
 few frames) beside its top-k gallery tracklets, ranked by cosine distance with the evaluation's rule (gallery
 entries of the query's identity *and* camera are removed); green borders mark the query's identity, red others.
 
+``ranks`` on two ``sinet-extract`` feature files (:func:`plot_matches`; ``--query`` / ``--gallery``, e.g. two
+cameras' videos) shows each query tracklet's strip of crops beside its top-k gallery tracklets by cosine distance,
+as ``sinet-search`` ranks them. No identities are known, so the colours say something else: a green border marks
+mutual nearest neighbours (the gallery tracklet is the query's closest, and the query is the gallery tracklet's
+closest among all queries: the usual cue for "same person" across two cameras), grey the others. The strips come
+from the thumbnails the files hold (:mod:`reid_eval.thumbnails`); a file without them (made before they existed,
+or with ``--thumbnails 0``) is drawn from its frames on disk, found again from its ``input`` metadata (a folder
+or list file; a video needs its thumbnails).
+
 Picture sizes are exact (100 dpi): ``cam`` is ``(LABEL_W + F*fw + (F+1)*PAD) x (HEADER_H + TITLE_H + R*fh +
 (R+1)*PAD)`` px for F frames of ``fw x fh`` px and R = 1 + models rows; ``ranks`` is ``((k+1)*(n*fw + 2*BORDER) +
 (k+2)*PAD) x (HEADER_H + Q*(TITLE_H + fh + 2*BORDER + PAD) + PAD)`` for Q queries, top-k and n frames per
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +49,16 @@ from safetensors.torch import load_file
 from .datasets import load_dataset
 from .errors import TrackletInputError, VizError
 from .extraction import open_frame
+from .featurefile import FeatureSet, load_features
 from .models import load_model
-from .search import cosine_distance_matrix
-from .tracklets import list_frames
+from .search import cosine_distance_matrix, weights_warning
+from .thumbnails import decode_thumbnail
+from .tracklets import find_tracklets, list_frames
 
 __all__ = [
     'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'select_frames', 'activation_maps',
-    'cam_picture_size', 'load_run', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_cmc', 'write_cmc_plot',
+    'cam_picture_size', 'load_run', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_matches', 'plot_cmc',
+    'write_cmc_plot', 'DEFAULT_MATCH_QUERIES',
 ]
 
 DPI = 100
@@ -58,6 +71,8 @@ BORDER = 4  # px of the coloured border around a tracklet (ranks)
 _QUERY_COLOR = (0.15, 0.35, 0.95)
 _HIT_COLOR = (0.0, 0.70, 0.0)
 _MISS_COLOR = (0.85, 0.0, 0.0)
+_OTHER_COLOR = (0.55, 0.55, 0.55)
+DEFAULT_MATCH_QUERIES = 10  # queries drawn by plot_matches when none are chosen (the first ones)
 
 
 def _load_rgb(path: str, size_hw: tuple[int, int]) -> np.ndarray:
@@ -335,6 +350,152 @@ def plot_ranks(
           f'{summary.get("model")} on {summary.get("dataset")} (split {entry["split"]}): top-{topk} of '
           f'{len(g_pids)} gallery tracklets by cosine distance d; same identity+camera removed; green = same identity',
           fontsize=8, va='center')
+    for x, y, s in titles:
+        _text(fig, canvas.shape, x, y, s, va='center', fontsize=6.5)
+    return _save(fig, output)
+
+
+# --------------------------------------------------------------------------------------------------------
+# matches between two feature files
+
+
+def _strip(images: Sequence[np.ndarray], frames: int, frame_size: tuple[int, int]) -> np.ndarray:
+    """``frames`` of ``images`` (evenly spaced, repeated when there are fewer) side by side at ``frame_size``, float
+    RGB in [0, 1]."""
+    fh, fw = frame_size
+    pick = [int(round(v)) for v in np.linspace(0, len(images) - 1, frames)]
+    cells = []
+    for i in pick:
+        img = Image.fromarray(images[i])
+        if img.size != (fw, fh):
+            img = img.resize((fw, fh), Image.Resampling.BICUBIC)
+        cells.append(np.asarray(img, dtype=np.float32) / 255.0)
+    return np.concatenate(cells, axis=1)
+
+
+class _Pictures:
+    """The pictures of each tracklet of a feature file: its stored thumbnails, or else its frames on disk."""
+
+    def __init__(self, fs: FeatureSet, role: str):
+        self.fs, self.role, self._frames = fs, role, None
+
+    def _frames_on_disk(self) -> dict[str, list[str]]:
+        if self._frames is None:
+            meta, path = self.fs.metadata, self.fs.path
+            source = meta.get('input')
+            if meta.get('input_kind') == 'video' or not source:
+                what = 'was made from a video' if source else 'records no input'
+                raise VizError(f'the {self.role} file {path} holds no thumbnails and {what}, so there is nothing to '
+                               'draw: extract it again with sinet-extract (--thumbnails 4, the default)')
+            try:
+                found = find_tracklets(source)
+            except TrackletInputError as e:
+                raise VizError(f'the {self.role} file {path} holds no thumbnails and its frames cannot be read '
+                               f'again: {e}. Extract it again with sinet-extract (it stores thumbnails)') from None
+            self._frames = {t.name: t.frames for t in found}
+        return self._frames
+
+    def images(self, i: int, count: int) -> list[np.ndarray]:
+        """Pictures of tracklet ``i``: its thumbnails, or ``count`` of its frames on disk, evenly spaced."""
+        thumbs = self.fs.thumbnails[i] if self.fs.thumbnails is not None else None
+        if thumbs:
+            return [decode_thumbnail(b) for b in thumbs]
+        name = self.fs.names[i]
+        paths = self._frames_on_disk().get(name)
+        if not paths:
+            raise VizError(f'tracklet {name!r} of the {self.role} file {self.fs.path} is no longer in '
+                           f'{self.fs.metadata.get("input")}; extract the file again')
+        pick = sorted({int(round(v)) for v in np.linspace(0, len(paths) - 1, count)})
+        return [np.asarray(open_frame(paths[k])) for k in pick]
+
+
+def _query_indices(fs: FeatureSet, queries: Sequence[int | str] | None) -> list[int]:
+    if queries is None:
+        return list(range(min(DEFAULT_MATCH_QUERIES, len(fs.names))))
+    if not queries:
+        raise VizError('give at least one query (--queries 0 3, or names such as cam1:7)')
+    index = {n: i for i, n in enumerate(fs.names)}
+    out = []
+    for q in queries:
+        if isinstance(q, str) and q in index:
+            out.append(index[q])
+            continue
+        try:
+            i = int(q)
+        except (TypeError, ValueError):
+            shown = ', '.join(fs.names[:5]) + (', ...' if len(fs.names) > 5 else '')
+            raise VizError(f'query {q!r} is neither a tracklet name of {fs.path} ({shown}) nor an index') from None
+        if not 0 <= i < len(fs.names):
+            raise VizError(f'query index {i} is out of range: {fs.path} has {len(fs.names)} tracklets '
+                           f'(0..{len(fs.names) - 1})')
+        out.append(i)
+    return out
+
+
+def plot_matches(
+        query: str | Path | FeatureSet,
+        gallery: str | Path | FeatureSet,
+        output: str | Path,
+        *,
+        queries: Sequence[int | str] | None = None,
+        topk: int = 5,
+        frames: int = 4,
+        frame_size: tuple[int, int] = (96, 48),
+) -> Path:
+    """Query tracklets of one feature file beside their top-k tracklets of another (cosine distance, as
+    ``sinet-search``), each as a strip of ``frames`` crops; green = mutual nearest neighbours (see the module
+    docstring). ``queries``: indices or names (default: the first :data:`DEFAULT_MATCH_QUERIES`). The picture's
+    size is :func:`ranks_picture_size`."""
+    q = query if isinstance(query, FeatureSet) else load_features(query)
+    g = gallery if isinstance(gallery, FeatureSet) else load_features(gallery)
+    if topk < 1 or frames < 1:
+        raise VizError('--topk and --frames must be >= 1')
+    if q.features.shape[1] != g.features.shape[1]:
+        raise VizError(f'query embeddings are {q.features.shape[1]}-d but gallery embeddings '
+                       f'{g.features.shape[1]}-d: they were made by different models')
+    if not g.names:
+        raise VizError(f'the gallery file {g.path} holds no tracklet')
+    if (warning := weights_warning(q, g)) is not None:
+        warnings.warn(warning, stacklevel=2)
+    chosen = _query_indices(q, queries)
+    dist = cosine_distance_matrix(q.features, g.features).numpy()
+    best_g = dist.argmin(axis=1)  # each query's closest gallery tracklet
+    best_q = dist.argmin(axis=0)  # each gallery tracklet's closest query
+    qpics, gpics = _Pictures(q, 'query'), _Pictures(g, 'gallery')
+    k = min(topk, len(g.names))
+
+    fh, fw = frame_size
+    cell_w, cell_h = frames * fw + 2 * BORDER, fh + 2 * BORDER
+    W, H = ranks_picture_size(len(chosen), k, frames, frame_size)
+    canvas = np.ones((H, W, 3), dtype=np.float32)
+    titles: list[tuple[float, float, str]] = []
+
+    def cell(images: list[np.ndarray], color: tuple[float, float, float]) -> np.ndarray:
+        img = np.empty((cell_h, cell_w, 3), dtype=np.float32)
+        img[:] = color
+        img[BORDER:BORDER + fh, BORDER:BORDER + frames * fw] = _strip(images, frames, frame_size)
+        return img
+
+    num_frames = q.num_frames
+    for row, i in enumerate(chosen):
+        order = np.argsort(dist[i], kind='stable')[:k]
+        y = HEADER_H + row * (TITLE_H + cell_h + PAD) + TITLE_H
+        canvas[y:y + cell_h, PAD:PAD + cell_w] = cell(qpics.images(i, frames), _QUERY_COLOR)
+        n = f', {num_frames[i]} frames' if num_frames is not None else ''
+        titles.append((PAD, y - TITLE_H / 2, f'query {q.names[i]}{n}'))
+        for r, j in enumerate(order.tolist()):
+            x = PAD + (r + 1) * (cell_w + PAD)
+            mutual = best_g[i] == j and best_q[j] == i
+            canvas[y:y + cell_h, x:x + cell_w] = cell(gpics.images(j, frames), _HIT_COLOR if mutual else _OTHER_COLOR)
+            titles.append((x, y - TITLE_H / 2, f'{r + 1}. {g.names[j]}  d={dist[i, j]:.4f}'))
+
+    fig = _figure(canvas)
+    qn = q.path.name if q.path else 'query'
+    gn = g.path.name if g.path else 'gallery'
+    model = q.metadata.get('weights') or q.model
+    header = (f'{model}: top-{k} of {len(g.names)} tracklets of {gn} for {len(chosen)} of {len(q.names)} of {qn} by '
+              'cosine distance d; green = mutual nearest neighbours')
+    _text(fig, canvas.shape, PAD, HEADER_H / 2, header, fontsize=8 if len(header) * 5 < W else 6.5, va='center')
     for x, y, s in titles:
         _text(fig, canvas.shape, x, y, s, va='center', fontsize=6.5)
     return _save(fig, output)

@@ -66,3 +66,20 @@ def test_bench_rerank_measures_both_rerankings(tmp_path: Path) -> None:
     assert [row[0] for row in rows] == ['reid_eval blocks', 'torchreid re_ranking'], r.stdout
     assert rows[0][4:] == rows[1][4:]  # the same mAP, R1, mINP
     assert re.search(r'^blocks vs torchreid: max \|difference\| [\d.e+-]+; the same top-10', r.stdout, re.M)
+
+
+def test_bench_video_prints_decode_beside_model(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    bench = _load('bench_video')
+    assert bench.main(['--data', str(tmp_path), '--frames', '8', '--people', '2', '--size', '96x160',
+                       '--person-size', '48x24', '--model', 'vreid_r50', '--input-size', '64x32', '--workers', '0',
+                       '--rounds', '1', '--max-frames-per-track', '4']) == 0
+    out = capsys.readouterr().out
+    assert re.search(r'^video: 160x96 h264, 8 frames, 3 tracks, 17 boxes of 48x24', out, re.M)
+    stages = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
+        r'^(\w[\w +():]*?)\s+([\d.]+)\s+([\d.]+|-)\s+([\d.]+|-)$', out, re.M)}
+    assert set(stages) == {'decode', 'decode + crop (every box)', 'preprocess crops (1 process)',
+                           'model (on device)', 'pipeline: extract 10 crops'}
+    assert stages['decode + crop (every box)'][1] != '-' and stages['decode + crop (every box)'][2] != '-'
+    assert stages['model (on device)'][1] != '-'
+    assert re.search(r'^decode \+ crop (keeps pace|does NOT keep pace) with the model: \d+ crops/s vs [\d.]+ model '
+                     r'frames/s \([\d.]+x\)$', out, re.M)
