@@ -275,7 +275,7 @@ def _protocol(options: EvalOptions, spec_name: str, input_note: str) -> str:
 
 
 def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cache_mode: str, data: Any, split: int,
-             weights: str, transform: FramePreprocess, device: torch.device, amp: str, input_note: str
+             weights: str, transform: FramePreprocess, device: torch.device, amp: str, input_note: str, label: str
              ) -> tuple[torch.Tensor | None, ExtractStats, FeatureCache | None]:
     """Features of ``plan`` through the cache folder keyed by everything that changes them (reid_eval.cache)."""
     cache = None
@@ -288,7 +288,7 @@ def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cach
                                   shard_clips=options.shard_clips, facts=facts)
     feats, stats = extract_features(
         module, plan, transform, cache, device, batch_clips=options.batch_clips, workers=options.workers, amp=amp,
-        shard_clips=options.shard_clips, progress=options.progress)
+        shard_clips=options.shard_clips, progress=options.progress, label=label)
     return feats, stats, cache
 
 
@@ -304,6 +304,7 @@ def evaluate_split(
         transform: FramePreprocess,
         clip_len: int = 4,
         input_note: str = '',
+        label: str = '',
 ) -> SplitResult | None:
     """Extract and rank one split; ``module`` is ready (eval mode, on ``device``). ``None`` on torchrun ranks > 0,
     which only extract their share of the shards.
@@ -322,14 +323,15 @@ def evaluate_split(
     amp = resolve_amp(options.amp, device)
     common = dict(data=data, split=split, weights=weights, transform=transform, device=device, amp=amp,
                   input_note=input_note)
-    feats, stats, cache = _extract(module, plan, options, cache_mode=options.mode, **common)
+    feats, stats, cache = _extract(module, plan, options, cache_mode=options.mode, label=label or data.name, **common)
     query_cache = None
     nq = len(data.query)
     if options.query_frames:
         n = options.query_frames
         short = [(tuple(evenly_spaced(paths, n)), pid, camid) for paths, pid, camid in data.query]
         qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq])
-        qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=f'{options.mode}-query{n}', **common)
+        qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=f'{options.mode}-query{n}',
+                                               label=f'{label or data.name}, queries from {n} frame(s)', **common)
         for k in ('frames', 'clips', 'seconds', 'model_seconds', 'cached_shards', 'computed_shards'):
             setattr(stats, k, getattr(stats, k) + getattr(qstats, k))
     if feats is None:  # a non-zero rank: its shards are written
@@ -423,7 +425,9 @@ def evaluate(
         module = torch.compile(module, backend=options.compile)
 
     results = [evaluate_split(module, fmt, root, s, options, device=device, weights=weights, transform=transform,
-                              clip_len=loaded.clip_len, input_note=loaded.input_note) for s in splits]
+                              clip_len=loaded.clip_len, input_note=loaded.input_note,
+                              label=f'{fmt} split {s}' + (f' ({k + 1}/{len(splits)})' if len(splits) > 1 else ''))
+               for k, s in enumerate(splits)]
     if results[0] is None:
         return None
     mean, std = _mean_std([r.metrics for r in results])
@@ -435,7 +439,9 @@ def evaluate(
         model=loaded.name, weights=loaded.weights, weights_sha256=weights, architecture=loaded.architecture,
         input=loaded.input, dataset=label, dataset_format=fmt, root=str(Path(root).expanduser().resolve()),
         splits=splits, mode=options.mode, protocol=results[0].protocol, metrics=mean, metrics_std=std,
-        paper=paper_metrics(loaded.architecture, fmt) if label != SYNTHETIC else {}, per_split=results,
+        # no paper numbers beside random weights or the demo data: they would compare nothing with something
+        paper=paper_metrics(loaded.architecture, fmt) if label != SYNTHETIC and not loaded.random_weights else {},
+        per_split=results,
         versions=versions(device), world_size=world, device=str(device),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights,
         gallery_rule={'query_added': add_query, 'setting': options.gallery_setting,

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -360,8 +361,12 @@ def extract_features(
         amp: str = 'off',
         shard_clips: int = 2048,
         progress: bool = True,
+        label: str = '',
 ) -> tuple[torch.Tensor | None, ExtractStats]:
     """Embed every tracklet of ``plan``: the mean of its clip embeddings. Returns (num_tracklets, D) on rank 0.
+
+    ``progress``: a progress bar on stderr named after ``label`` (e.g. 'split 3/10') that says how many shards came
+    from the cache; when every shard did, one line saying so instead.
 
     ``amp``: autocast dtype (``bf16``, ``fp16``, ``off``; ``auto``: bf16 on CUDA, off elsewhere).
     ``transform``: a :class:`FramePreprocess` (frames travel as uint8 and are normalised on ``device``; what the
@@ -403,10 +408,14 @@ def extract_features(
     frame_transform = pre.to_uint8 if pre is not None else transform
 
     bar = None
+    what = f'{label + ": " if label else ""}{plan.mode} features'
+    cached = f'{stats.cached_shards} of {len(mine)} shards cached' if cache is not None else 'no cache'
     if progress and rank == 0 and todo:
         total = sum(hi - lo for lo, hi in (_shard_range(s, shard_clips, len(plan.clips)) for s in todo))
         total *= len(plan.clips[0])
-        bar = tqdm(total=total, unit='frame', unit_scale=True, desc=f'extract ({plan.mode})', dynamic_ncols=True)
+        bar = tqdm(total=total, unit='frame', unit_scale=True, desc=f'{what} ({cached})', dynamic_ncols=True)
+    elif progress and rank == 0 and cache is not None:  # nothing to compute: say where the features came from
+        tqdm.write(f'{what}: all {len(mine)} shards from the cache ({cache.folder})', file=sys.stderr)
     t0 = time.perf_counter()
     model.eval()
     # one DataLoader (one set of workers, prefetching across shard boundaries) for every shard still to do;

@@ -57,8 +57,8 @@ from .tracklets import find_tracklets, list_frames
 
 __all__ = [
     'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'select_frames', 'activation_maps',
-    'cam_picture_size', 'load_run', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_matches', 'plot_cmc',
-    'write_cmc_plot', 'DEFAULT_MATCH_QUERIES',
+    'cam_picture_size', 'load_run', 'model_label', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_matches',
+    'plot_cmc', 'write_cmc_plot', 'DEFAULT_MATCH_QUERIES',
 ]
 
 DPI = 100
@@ -234,6 +234,11 @@ def plot_cam(
 # ranks
 
 
+def model_label(summary: dict[str, Any]) -> str:
+    """The model as a picture of a sinet-eval run names it: '(random weights)' added where it had no trained ones."""
+    return f'{summary.get("model")} (random weights)' if summary.get('random_weights') else str(summary.get('model'))
+
+
 def load_run(path: str | Path) -> dict[str, Any]:
     """A sinet-eval results JSON, or a :class:`VizError` saying why it is not one."""
     path = Path(path)
@@ -347,7 +352,7 @@ def plot_ranks(
 
     fig = _figure(canvas)
     _text(fig, canvas.shape, PAD, HEADER_H / 2,
-          f'{summary.get("model")} on {summary.get("dataset")} (split {entry["split"]}): top-{topk} of '
+          f'{model_label(summary)} on {summary.get("dataset")} (split {entry["split"]}): top-{topk} of '
           f'{len(g_pids)} gallery tracklets by cosine distance d; same identity+camera removed; green = same identity',
           fontsize=8, va='center')
     for x, y, s in titles:
@@ -537,18 +542,14 @@ def plot_cmc(summary: dict[str, Any], output: str | Path, max_rank: int = 50) ->
     ax.grid(True, alpha=0.3)
     ax.legend(loc='lower right')
     which = f' ({len(curves)} splits)' if len(curves) > 1 else ''
-    ax.set_title(f'CMC: {summary.get("model")} on {summary.get("dataset")}, {summary.get("mode")}{which}', fontsize=10)
+    ax.set_title(f'CMC: {model_label(summary)} on {summary.get("dataset")}, {summary.get("mode")}{which}', fontsize=10)
     fig.tight_layout()
     return _save(fig, output)
 
 
 def write_cmc_plot(json_path: str | Path, summary: dict[str, Any]) -> Path | None:
     """Write ``<json stem>.cmc.png`` next to a sinet-eval JSON and record it as ``summary['cmc_plot']`` (the file
-    name, relative to the JSON's folder). Returns None when matplotlib is not installed or there is no curve."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return None
+    name, relative to the JSON's folder). Returns None when there is no curve."""
     if not any((s.get('metrics') or {}).get('cmc') for s in summary.get('per_split') or []):
         return None
     json_path = Path(json_path)

@@ -136,6 +136,8 @@ def _output_path(args: argparse.Namespace, summary: dict[str, Any]) -> Path:
         return args.output
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in summary['model'])
+    if summary.get('random_weights'):
+        safe += '-random-weights'
     return Path('runs') / 'eval' / f"{safe}-{summary['dataset']}-{summary['mode']}-{stamp}.json"
 
 
@@ -190,7 +192,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     first = result.per_split[0]
     which = f'splits {args.split}' if len(result.splits) > 1 else f'split {result.splits[0]}'
-    title = f"{result.model} on {result.dataset} ({which}, {result.mode}; {first.protocol.split('; ', 1)[1]})"
+    model = f'{result.model} (random weights)' if result.random_weights else result.model
+    title = f"{model} on {result.dataset} ({which}, {result.mode}; {first.protocol.split('; ', 1)[1]})"
     print_results(title, result.metrics, result.paper, result.metrics_std, variants=result.variants,
                   variants_std=result.variants_std)
     if options.aqe:
