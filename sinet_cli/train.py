@@ -78,11 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--train-chunk', type=int, default=_D.train_chunk,
                    help='cut training tracklets into pieces of this many frames (default: the released loaders\' '
                         'sampling_step: 48 for LS-VID, 32 for DukeV, whole tracklets otherwise; 0 = whole)')
-    g.add_argument('--img-size', type=int, nargs=2, default=list(_D.img_size), metavar=('H', 'W'))
+    g.add_argument('--img-size', type=int, nargs=2, default=list(_D.img_size), metavar=('H', 'W'),
+                   help='frame size the frames are resized to (256 128)')
     g.add_argument('--frames-per-clip', type=int, default=_D.frames_per_clip, help='released --seq_len (4)')
     g.add_argument('--num-identities', type=int, default=_D.num_identities, help='identities per batch (P)')
     g.add_argument('--num-instances', type=int, default=_D.num_instances, help='tracklets per identity (K)')
-    g.add_argument('--flip-prob', type=float, default=_D.flip_prob)
+    g.add_argument('--flip-prob', type=float, default=_D.flip_prob,
+                   help='probability of flipping a clip horizontally (all its frames together)')
     g.add_argument('--erase-prob', type=float, default=_D.erase_prob, help='random erasing probability')
     g.add_argument('--erase-same-box', action='store_true',
                    help='erase the same box in every frame of a clip (released: same decision and position,\n'
@@ -90,12 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--workers', type=int, default=_D.workers,
                    help='data loading processes (default: 4 as released, or the number of CPUs if fewer)')
     g = p.add_argument_group('optimisation')
-    g.add_argument('--epochs', type=int, default=_D.epochs)
-    g.add_argument('--lr', type=float, default=_D.lr)
-    g.add_argument('--weight-decay', type=float, default=_D.weight_decay)
+    g.add_argument('--epochs', type=int, default=_D.epochs, help='epochs in all (160)')
+    g.add_argument('--lr', type=float, default=_D.lr, help='Adam learning rate (3e-4)')
+    g.add_argument('--weight-decay', type=float, default=_D.weight_decay, help='Adam weight decay (5e-4)')
     g.add_argument('--milestones', type=int, nargs='+', default=list(_D.milestones),
                    help='epochs after which the lr is multiplied by --gamma (released --stepsize 40 80 120)')
-    g.add_argument('--gamma', type=float, default=_D.gamma)
+    g.add_argument('--gamma', type=float, default=_D.gamma,
+                   help='factor the lr is multiplied by at each milestone (0.1)')
     g.add_argument('--margin', type=float, default=_D.margin, help='triplet margin')
     g.add_argument('--frame-loss-weight', type=float, default=_D.frame_loss_weight,
                    help=f'lambda2 of the frame InfoNCE loss (SBNet/SINet only): {_D.frame_loss_weight} in the '
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--amp', choices=AMP_CHOICES, default=_D.amp,
                    help='autocast on CUDA (auto: bf16 where supported, else fp16 with a GradScaler); off on CPU')
     g.add_argument('--clip-grad', type=float, default=_D.clip_grad, help='clip the gradient norm to this value')
-    g.add_argument('--seed', type=int, default=_D.seed)
+    g.add_argument('--seed', type=int, default=_D.seed,
+                   help='seed of the weights, batches and augmentations (a run is a function of it)')
     g.add_argument('--deterministic', action='store_true',
                    help='deterministic algorithms (cuDNN/cuBLAS; slower), for bit-identical reruns on a GPU')
     g.add_argument('--device', default=_D.device, help='auto, cpu, cuda or cuda:N (torchrun: the local rank\'s)')
@@ -114,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--eval-mode', choices=('sampled', 'dense'), default=_D.eval_mode,
                    help='protocol of the evaluations during training (released: sampled)')
     g.add_argument('--eval-at-start', action='store_true', help='also evaluate the untrained model (epoch 0)')
-    g.add_argument('--eval-batch-clips', type=int, default=_D.eval_batch_clips)
+    g.add_argument('--eval-batch-clips', type=int, default=_D.eval_batch_clips,
+                   help='clips per forward pass in the evaluations')
     g.add_argument('--no-final-eval', dest='final_eval', action='store_false',
                    help='skip the dense evaluation of the best and last models after training')
     g.add_argument('--keep-checkpoints', type=int, default=_D.keep_checkpoints,

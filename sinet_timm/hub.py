@@ -171,7 +171,7 @@ def card_data(name: str, license: str, dataset: DatasetInfo, rows: Sequence[Resu
     under a single source: the paper's and our numbers together would all be credited to whichever came first. The
     card's table shows every row.
     """
-    r = rows[-1]
+    r = rows[-1] if rows else None
     results = [EvalResult(task_type=TASK['type'], task_name=TASK['name'], dataset_type=dataset.hub_id or dataset.id,
                           dataset_name=dataset.name, dataset_split='test', metric_type=metric_label(k),
                           metric_value=float(r.metrics[k]), metric_name=f'{metric_label(k)} ({r.who})',

@@ -40,6 +40,7 @@ import timm.data
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 from timm.models import save_for_hf
 from torch.utils.data import DataLoader
@@ -56,6 +57,7 @@ from sinet_timm import VideoReIDNet
 from sinet_timm.archs import ARCHITECTURES
 from sinet_timm.convert import reid_config, sha256_of
 from sinet_timm.errors import SinetTimmError, WeightsUnavailableError
+from sinet_timm.hub import DatasetInfo, ResultRow, card_data, results_table, usage_snippet
 
 from .data import (
     ClipTrainTransform,
@@ -385,12 +387,60 @@ def _export_hub(model: nn.Module, folder: Path, cfg: TrainConfig, info: dict[str
     # then build the default architecture
     model_args = {**cfg.model_kwargs, 'img_size': list(model.img_size)}
     save_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, safe_serialization=True)
+    write_run_card(tmp, model, cfg, info)
     old = folder.with_name(f'.old_{folder.name}')
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _card_dataset(cfg: TrainConfig) -> DatasetInfo:
+    if cfg.dataset.lower() == SYNTHETIC:
+        return DatasetInfo('synthetic', 'synthetic MARS-format demo data')
+    return get_spec(cfg.dataset).card_info()
+
+
+def write_run_card(folder: Path, model: nn.Module, cfg: TrainConfig, info: dict[str, Any]) -> Path:
+    """``folder/README.md``: the model card of a run's ``best/`` or ``last/`` (so ``sinet-hub push`` takes them),
+    made like the zoo's (huggingface_hub's ModelCardData): what was trained, how, its evaluation, how to load it."""
+    arch = model.pretrained_cfg.get('architecture', cfg.model)
+    dataset = _card_dataset(cfg)
+    m = info.get('eval') or {}
+    metrics = {k: m[k] for k in ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP') if k in m}
+    mode = m.get('mode', cfg.eval_mode)
+    rows = [ResultRow(f"this checkpoint, epoch {info.get('epoch')}, {mode} protocol", f'sinet-train, {mode}', metrics,
+                      f'sinet-train evaluation ({mode} protocol)', 'https://github.com/baist/SINet')] if metrics else []
+    name = f'{arch}-{dataset.id}-{folder.name.lstrip(".").removeprefix("tmp_")}'
+    meta = card_data(name, 'mit', dataset, rows).to_yaml()
+    recipe = cfg.to_json()
+    keys = ('epochs', 'lr', 'weight_decay', 'milestones', 'num_identities', 'num_instances', 'frames_per_clip',
+            'img_size', 'margin', 'frame_loss_weight', 'seed', 'pretrained', 'model_kwargs')
+    h, w = model.img_size
+    body = f"""# {arch} trained on {dataset.name}
+
+A {arch} video person re-identification model (sinet-timm) trained with `sinet-train` on {dataset.name}
+({model.num_classes} training identities), {'from the ImageNet ResNet-50 backbone' if cfg.pretrained else
+'from random weights'}; this folder holds the weights of epoch {info.get('epoch')}. Load it with
+`timm.create_model("local-dir:THIS_FOLDER", ...)`, or after `sinet-hub push THIS_FOLDER --repo-id ORG/NAME`
+with `timm.create_model("hf-hub:ORG/NAME", ...)`:
+
+{usage_snippet('hf-hub:ORG/NAME', (h, w), model.clip_len, model.num_features)}
+
+## Evaluation
+
+{results_table(rows, pending=None if rows else 'this checkpoint')}
+
+{f'Protocol: {mode} (sinet-eval --mode {mode}), cosine distance, torchreid Market-1501 ranking.' if rows else ''}
+
+## Training recipe
+
+{chr(10).join(f'- `{k}`: {recipe[k]}' for k in keys if k in recipe)}
+"""
+    out = folder / 'README.md'
+    out.write_text(str(ModelCard(f'---\n{meta}\n---\n{body}')))
+    return out
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -765,6 +815,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
             _append_jsonl(out / 'metrics.jsonl', {'epoch': 0, 'eval': m})
 
     last_epoch = min(cfg.epochs, cfg.stop_at_epoch or cfg.epochs)
+    last_eval: dict[str, Any] | None = None  # the sampled evaluation of the last epoch, for last/'s card
     for epoch in range(start_epoch, last_epoch):
         _reseed(_epoch_seed(cfg.seed, epoch, env.rank))
         sampler.set_epoch(epoch)
@@ -793,6 +844,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
         if due or epoch + 1 == cfg.epochs:
             m = evaluate(raw, cfg, cfg.eval_mode, device, env, amp)
             rec['eval'] = m
+            last_eval = m
             improved = m['rank1'] > best['rank1']
             if improved:
                 best = {'rank1': m['rank1'], 'epoch': epoch + 1}
@@ -825,7 +877,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
         'best': {'epoch': best['epoch'], 'rank1': best['rank1'] if best['epoch'] else None, 'mode': cfg.eval_mode},
     }
     if env.main:
-        _export_hub(raw, out / 'last', cfg, {'epoch': cfg.epochs})
+        _export_hub(raw, out / 'last', cfg, {'epoch': cfg.epochs, 'eval': last_eval})
     env.barrier()
     if cfg.final_eval:
         last_tensors = {k: v.detach().clone() for k, v in raw.state_dict().items()}
@@ -846,6 +898,8 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
             final[which] = {'epoch': epoch_of, **m}
             log.info('final dense eval of the %s model (epoch %d): %s', which, epoch_of, _fmt_metrics(m))
         raw.load_state_dict(last_tensors)
+        for which, result in final.items() if env.main else ():  # the cards show the dense (paper) protocol now
+            write_run_card(out / which, raw, cfg, {'epoch': result['epoch'], 'eval': result})
         summary['final_dense'] = final
     if env.main:
         (out / 'final_eval.json').write_text(json.dumps(summary, indent=2))

@@ -21,11 +21,13 @@ import pytest
 import timm
 import torch
 from conftest import child_env, killing_a_child
+from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 
 from reid_eval.datasets import load_dataset
 from reid_eval.synthetic import make_synthetic
+from sinet_cli import hub as hub_cmd
 from sinet_cli.train import main, parse_config
 from sinet_timm import SINetOutput
 from sinet_train.data import (
@@ -339,6 +341,7 @@ def test_scheduler_state_round_trip_without_counter():
     assert b.last_epoch == 3 and b.get_last_lr() == a.get_last_lr() == [0.25]
 
 
+@pytest.mark.slow
 def test_training_beats_the_untrained_model_and_writes_a_complete_run(harder_mars, tmp_path):
     run = tmp_path / 'run'
     # 4 epochs of 8 steps; on seeds 0-2 rank-1 went from 80-84% to 91-96% and mAP from 73-79% to 91-96%
@@ -373,6 +376,14 @@ def test_training_beats_the_untrained_model_and_writes_a_complete_run(harder_mar
     assert final['best']['epoch'] == 4
     assert final['final_dense']['best']['mode'] == 'dense' and final['final_dense']['last']['epoch'] == 4
     assert final['final_dense']['best']['rank1'] > untrained['rank1']
+    # best/ and last/ are Hub repos as sinet-hub push takes them: with a model card made from the run
+    for which in ('best', 'last'):
+        card = ModelCard.load(run / which / 'README.md')
+        assert card.data.library_name == 'timm' and card.data.pipeline_tag == 'image-feature-extraction'
+        (result,) = {r.metric_value for r in card.data.eval_results if r.metric_type == 'rank-1'}
+        assert result == pytest.approx(final['final_dense'][which]['rank1'])  # the dense evaluation's numbers
+        assert 'import sinet_timm, timm' in card.text and 'Training recipe' in card.text
+        assert hub_cmd.main(['push', str(run / which), '--repo-id', 'me/sinet-demo', '--dry-run']) == 0
 
 
 def test_settings_file_and_command_line(tmp_path):
@@ -404,6 +415,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_killed_run_resumed_equals_an_uninterrupted_run(small_mars, tmp_path):
     # dropout (drop_rate) draws from the torch RNG; the lr drops after epoch 1; 2 batches per epoch
     common = ['--epochs', '2', '--milestones', '1', '--eval-every', '0', '--no-final-eval', '--deterministic',
@@ -438,6 +450,7 @@ def test_killed_run_resumed_equals_an_uninterrupted_run(small_mars, tmp_path):
     assert main(['--output', str(killed), '--resume', '--lr', '0.1', '--no-progress']) == 2
 
 
+@pytest.mark.slow
 def test_killed_loader_worker_is_a_clear_error_and_the_run_resumes(small_mars, tmp_path, capsys):
     """A DataLoader worker killed (SIGKILL, as the OOM killer does) after epoch 1 was checkpointed: one line says
     what happened and that --resume goes on from the checkpoint it names; doing so finishes the run."""
@@ -537,6 +550,7 @@ def test_bad_inputs_are_reported(small_mars, tmp_path, capsys):
     assert err.startswith('error: cannot read training frame') and 'bbox_train' in err
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks(small_mars, tmp_path):
     run = tmp_path / 'ddp'
     env = child_env(OMP_NUM_THREADS='1')
