@@ -7,10 +7,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -28,10 +30,11 @@ from released_reference import released_forward, save_released_checkpoint
 from reid_eval import EvalOptions
 from sinet_cli import hub as hub_cmd
 from sinet_timm import drive as drive_lib
-from sinet_timm import hub
+from sinet_timm import hub, network
 from sinet_timm._zoo import ZooConfigError, ZooWarning, load_entry, resolve_entry, update_entry_file, zoo_entries
 from sinet_timm.convert import CheckpointError, sha256_of
 from sinet_timm.errors import HubError
+from sinet_timm.network import hub_unreachable
 
 ZOO = ROOT / 'hub_configs'
 SYNTH = 'vreid_r50.synthmars'  # a test-only zoo entry: baseline model, 32x16 frames (fast on a CPU)
@@ -520,6 +523,7 @@ def test_push_refuses_incomplete_or_foreign_folders(hub_folder, tmp_path, capsys
 
 
 # --- publish -> verify ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_publish_then_verify_and_drift(released, tmp_path, monkeypatch):
     """publish (convert + eval + record metrics.ours + card + push), then verify from a Hub cache: equal metrics
     pass; metrics that drift by more than the tolerance fail with a table."""
@@ -736,3 +740,40 @@ def test_an_unreachable_hub_is_a_clear_error_within_seconds(tmp_path):
     assert seconds < 10, r.stdout
     assert 'the Hub cannot be reached (the name hub.sinet-timm.invalid does not resolve' in r.stdout
     assert 'Retrying' not in r.stderr
+
+
+def test_the_probe_has_one_deadline_and_goes_through_a_proxy(monkeypatch):
+    """The reachability check stops within PROBE_TIMEOUT whatever the network does, and with a proxy configured
+    it asks the proxy (unless NO_PROXY names the Hub's host)."""
+    for var in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy', 'NO_PROXY',
+                'no_proxy'):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as server:  # a host that does not answer: its listen queue is full, SYNs are dropped
+        server.bind(('127.0.0.1', 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        queued = [socket.socket() for _ in range(4)]
+        for c in queued:
+            c.setblocking(False)
+            c.connect_ex(('127.0.0.1', port))
+        time.sleep(0.2)
+        monkeypatch.setattr(network, 'PROBE_TIMEOUT', 1.0)
+        t0 = time.monotonic()
+        assert hub_unreachable(f'http://127.0.0.1:{port}') == f'no connection to 127.0.0.1:{port} (timed out)'
+        assert time.monotonic() - t0 < 1.5
+        for c in queued:
+            c.close()
+    with socket.socket() as closed:
+        closed.bind(('127.0.0.1', 0))
+        dead_port = closed.getsockname()[1]
+    monkeypatch.setenv('HTTPS_PROXY', f'http://127.0.0.1:{dead_port}')
+    assert hub_unreachable('https://huggingface.co') == \
+        f'no connection to the proxy 127.0.0.1:{dead_port} (Connection refused)'
+    with socket.socket() as proxy:
+        proxy.bind(('127.0.0.1', 0))
+        proxy.listen()
+        monkeypatch.setenv('HTTPS_PROXY', f'127.0.0.1:{proxy.getsockname()[1]}')
+        assert hub_unreachable('https://hub.sinet-timm.invalid') is None  # the proxy answers: it is asked
+        monkeypatch.setenv('NO_PROXY', 'hub.sinet-timm.invalid')
+        assert hub_unreachable('https://hub.sinet-timm.invalid').startswith(
+            'the name hub.sinet-timm.invalid does not resolve')
