@@ -29,18 +29,19 @@ def fail(message: str) -> int:
 def run(action: Callable[[], int | None], interrupted: str = '') -> int:
     """Run ``action`` (a command's work, which imports the library); a user error becomes one ``error:`` line and
     exit status 2, Ctrl-C one line (with ``interrupted``: what a rerun resumes) and exit status 130."""
-    try:
-        from sinet_timm.errors import SinetTimmError  # the library, imported once the arguments are known
-    except KeyboardInterrupt:
-        return _interrupted(interrupted)
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line  # the library's warnings (a cache shard recomputed, ...) as one line
+    with warnings.catch_warnings():
+        # the library's warnings (a zoo file left out, a cache shard recomputed, ...) as one line, from its import on
+        warnings.showwarning = _one_line
+        try:
+            from sinet_timm.errors import SinetTimmError  # the library, imported once the arguments are known
+        except KeyboardInterrupt:
+            return _interrupted(interrupted)
+        try:
             return action() or 0
-    except SinetTimmError as e:
-        return fail(str(e))
-    except KeyboardInterrupt:
-        return _interrupted(interrupted)
+        except SinetTimmError as e:
+            return fail(str(e))
+        except KeyboardInterrupt:
+            return _interrupted(interrupted)
 
 
 def _one_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -316,6 +316,12 @@ def test_a_malformed_zoo_file_leaves_the_others_usable(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "ZOO ['sinet_r50.lsvid', 'sinet_r50.mars', 'sinet_r50.tv_in1k']" in r.stdout
     assert 'sinet_r50.broken.yaml: not valid YAML' in r.stderr and 'left out of the zoo' in r.stderr
+    # a command says it in one line (its warning printer is in place before the library is imported)
+    r = subprocess.run([sys.executable, '-c', 'import sys; from sinet_cli.hub import main; sys.exit(main())', 'list'],
+                       capture_output=True, text=True, timeout=120, env=child_env(SINET_TIMM_ZOO_DIR=str(zoo)))
+    assert r.returncode == 0 and r.stderr.splitlines() == [
+        f'warning: {zoo / "sinet_r50.broken.yaml"}: not valid YAML (line 3, column 1: expected \',\' or \']\', but got '
+        "'<stream end>'); this entry is left out of the zoo"], r.stderr
 
 
 def test_ctrl_c_is_one_line(prid, tmp_path):
