@@ -218,8 +218,8 @@ def test_commands_parse_before_importing_torch():
     library's."""
     code = textwrap.dedent("""
         import sys
-        from sinet_cli import convert, eval, extract, hub, search, synthetic, train, viz
-        for m in (convert, eval, extract, hub, search, synthetic, train, viz):
+        from sinet_cli import convert, eval, export, extract, hub, search, synthetic, train, viz
+        for m in (convert, eval, export, extract, hub, search, synthetic, train, viz):
             m.build_parser().format_help()
         try:
             eval.main(['--help'])

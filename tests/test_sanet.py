@@ -114,20 +114,21 @@ def test_sa_statistics_survive_float16_and_bfloat16(scale):
             assert (low.float() - ref).abs().max() <= tol * ref.abs().max()
 
 
-def test_sanet_in_float16_and_bfloat16():
-    """The whole model with released-format weights (SA active): .half(), .to(bfloat16) and CPU autocast give
-    finite embeddings in the direction of the float32 ones."""
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_sanet_in_float16_and_bfloat16(device):
+    """The whole model with released-format weights (SA active): .half(), .to(bfloat16) and autocast give finite
+    embeddings in the direction of the float32 ones, on the CPU and on a GPU."""
     sd = make_released_state_dict('sanet', seed=1)
     model = timm.create_model('sanet_r50', num_classes=625, img_size=(128, 64))
     model.load_state_dict(checkpoint_filter_fn(sd, model))
     model.reset_classifier(0)
-    model.eval()
-    x = torch.randn(1, 4, 3, 128, 64, generator=torch.Generator().manual_seed(0))
+    model = model.eval().to(device)
+    x = torch.randn(1, 4, 3, 128, 64, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         ref = model(x)
         outs = {dtype: copy.deepcopy(model).to(dtype)(x.to(dtype)) for dtype in (torch.float16, torch.bfloat16)}
         for dtype in (torch.float16, torch.bfloat16):
-            with torch.autocast('cpu', dtype=dtype):
+            with torch.autocast(device, dtype=dtype):
                 outs[f'autocast {dtype}'] = model(x)
     for name, out in outs.items():
         assert torch.isfinite(out).all(), name
