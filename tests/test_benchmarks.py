@@ -38,6 +38,7 @@ def test_bench_model_prints_ratios_flops_and_params(capsys: pytest.CaptureFixtur
     assert 'released fp32 / ours' not in out
 
 
+@pytest.mark.slow
 def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     bench = _load('bench_eval')
     assert bench.main(['--num-ids', '4', '--workers', '0', '--gen-workers', '0', '--data', str(tmp_path),
@@ -55,6 +56,7 @@ def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: P
                      re.M)
 
 
+@pytest.mark.slow
 def test_bench_rerank_measures_both_rerankings(tmp_path: Path) -> None:
     """Run as a script (each method in a spawned process, which must import it): the table and the comparison."""
     r = subprocess.run([sys.executable, str(BENCH / 'bench_rerank.py'), '--num-query', '12', '--num-gallery', '60',

@@ -329,6 +329,7 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     assert load_manifest("prid", a)["splits"] != load_manifest("prid", c)["splits"]
 
 
+@pytest.mark.slow
 def test_parallel_rendering_writes_the_same_files(tmp_path: Path) -> None:
     """Frames drawn in worker processes are byte-identical to frames drawn in this one (several chunks)."""
     kw = dict(num_ids=12, img_size=(16, 8), lengths=(60, 90))
@@ -341,6 +342,7 @@ def test_parallel_rendering_writes_the_same_files(tmp_path: Path) -> None:
     assert load_manifest("mars", a)["splits"] == load_manifest("mars", b)["splits"]
 
 
+@pytest.mark.slow
 def test_parallel_rendering_from_an_unguarded_script_is_a_clear_error(tmp_path: Path) -> None:
     """Spawned renderers import the calling script again; without a __main__ guard they die at start-up. The
     caller gets what to do, not a BrokenProcessPool traceback, and no half-written dataset is left."""

@@ -27,6 +27,7 @@ def _dims(path) -> list:
     return [d.dim_param or d.dim_value for d in shape.dim]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('image', [False, True])
 def test_export_is_checked_and_has_a_dynamic_batch(folder, tmp_path, capsys, image):
     out = tmp_path / 'm.onnx'
@@ -44,6 +45,7 @@ def test_export_is_checked_and_has_a_dynamic_batch(folder, tmp_path, capsys, ima
     assert (torch.from_numpy(got) - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
+@pytest.mark.slow
 def test_eight_frame_clips_and_bad_requests(folder, tmp_path, capsys):
     model = timm.create_model(f'local-dir:{folder}', pretrained=True, num_classes=0)
     report = export_onnx(model, tmp_path / 'm8.onnx', frames=8, batch=1)
