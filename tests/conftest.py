@@ -34,6 +34,26 @@ def child_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
+def interrupted_eval(root: Path, out: Path, shards: int = 1) -> tuple[list[str], subprocess.CompletedProcess]:
+    """Runs the sinet-eval console script (its module's main) on the PRID-2011 layout at ``root``, dense clips one
+    per shard (long enough to interrupt), and sends SIGINT to its whole process group, as a terminal's Ctrl-C
+    does, once ``shards`` feature shards exist: inside the extraction. Returns the command (to rerun it) and the
+    interrupted run's exit status and output; the cache is ``out / 'cache'``, the JSON ``out / 'r.json'``."""
+    cache = out / 'cache'
+    cmd = [sys.executable, '-c', 'import sys; from sinet_cli.eval import main; sys.exit(main())', '--model',
+           'sinet_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', str(root), '--workers', '1',
+           '--no-progress', '--cache-dir', str(cache), '--batch-clips', '1', '--shard-clips', '1',
+           '--output', str(out / 'r.json')]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                         start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(cache.rglob('shard_*.safetensors'))) < shards and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    return cmd, subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr)
+
+
 @contextlib.contextmanager
 def killing_a_child(ready: Callable[[multiprocessing.Process], bool] = lambda child: True
                     ) -> Iterator[list[multiprocessing.Process]]:

@@ -4,19 +4,15 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from conftest import child_env
+from conftest import child_env, interrupted_eval
 from released_reference import save_released_checkpoint
 
 import reid_eval
@@ -124,18 +120,8 @@ def test_video_hint_runs(tmp_path, capsys, monkeypatch):
 def test_ctrl_c_then_the_advised_rerun_resumes(prid, tmp_path):
     """Ctrl-C during sinet-eval says a rerun of the same command resumes from the finished shards; it does."""
     cache = tmp_path / 'cache'
-    cmd = [sys.executable, '-c', 'import sys; from sinet_cli.eval import main; sys.exit(main())', '--model',
-           'sinet_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', str(prid), '--workers', '1',
-           '--no-progress', '--cache-dir', str(cache), '--batch-clips', '1', '--shard-clips', '1',
-           '--output', str(tmp_path / 'r.json')]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                         start_new_session=True)
-    deadline = time.monotonic() + 120
-    while len(list(cache.rglob('shard_*.safetensors'))) < 2 and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and 'a rerun of the same command resumes' in err, err[-2000:]
+    cmd, r = interrupted_eval(prid, tmp_path, shards=2)
+    assert r.returncode == 130 and 'a rerun of the same command resumes' in r.stderr, r.stderr[-2000:]
     done = len(list(cache.rglob('shard_*.safetensors')))
     assert done >= 2
     r = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=300)

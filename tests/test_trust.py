@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import child_env
+from conftest import child_env, interrupted_eval
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -327,20 +326,9 @@ def test_a_malformed_zoo_file_leaves_the_others_usable(tmp_path):
 def test_ctrl_c_is_one_line(prid, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during extraction: one line saying what
     a rerun resumes, exit status 130, no traceback from the command or its decoding worker."""
-    cache = tmp_path / 'cache'
-    # the sinet-eval console script (its module's main), dense clips one at a time: long enough to interrupt
-    cmd = [sys.executable, '-c', 'import sys; from sinet_cli.eval import main; sys.exit(main())', '--model',
-           'sinet_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', str(prid), '--workers', '1',
-           '--no-progress', '--cache-dir', str(cache), '--batch-clips', '1', '--shard-clips', '1',
-           '--output', str(tmp_path / 'r.json')]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                         start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(cache.rglob('shard_*.safetensors')) and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.05)  # until the first clip's shard is written: inside the extraction
-    os.killpg(p.pid, signal.SIGINT)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err[-2000:]
+    _, r = interrupted_eval(prid, tmp_path)
+    err = r.stderr
+    assert r.returncode == 130, err[-2000:]
     assert err.strip().splitlines() == ['interrupted: finished feature shards are kept in the cache; a rerun of the '
                                         'same command resumes from them']
     assert not (tmp_path / 'r.json').exists()
