@@ -1,5 +1,5 @@
 """sinet-hub, offline: zoo files -> timm tags, convert -> Hub folder -> loading, model card, push to a loopback Hub,
-publish (eval + record) and verify, the opt-in Google Drive fallback, and the errors of each step."""
+publish (eval + record) and verify, the Google Drive fallback, and the errors of each step."""
 from __future__ import annotations
 
 import base64
@@ -604,10 +604,10 @@ def test_verify_without_recorded_metrics_is_an_error(tmp_path, capsys):
     assert 'has no recorded metrics.ours' in capsys.readouterr().err
 
 
-# --- Google Drive fallback (opt-in) ---------------------------------------------------------------------------
-def test_drive_fallback_is_opt_in_and_converts_the_cached_file(released, tmp_path):
-    """Without the Hub: an error naming `sinet-hub convert`; with SINET_TIMM_DRIVE_FALLBACK=1 the authors' file
-    (already downloaded into the cache here: the download itself needs the network) is converted and loaded."""
+# --- Google Drive fallback: automatic for a zoo repo the Hub does not have, SINET_TIMM_DRIVE_FALLBACK=1 otherwise ---
+def _drive_file_already_downloaded(released, tmp_path: Path) -> tuple[dict, Path, Path, torch.Tensor]:
+    """A zoo with the synthetic entry, the authors' file for it in the download cache (the download itself needs
+    the network) and a clip saved to tmp_path/clip.pt; returns (released state dict, zoo, cache, clip)."""
     src, sd = released['resnet50']
     zoo = tmp_path / 'zoo'
     _synth_entry(zoo)
@@ -616,6 +616,13 @@ def test_drive_fallback_is_opt_in_and_converts_the_cached_file(released, tmp_pat
     shutil.copy(src, cache / 'drive' / f'{SYNTH}-fake-file-id.pth.tar')
     clip = _clip(32, 16)
     torch.save(clip, tmp_path / 'clip.pt')
+    return sd, zoo, cache, clip
+
+
+def test_drive_fallback_is_opt_in_and_converts_the_cached_file(released, tmp_path):
+    """Without any network the Drive file is not tried: an error naming `sinet-hub convert`; with
+    SINET_TIMM_DRIVE_FALLBACK=1 the authors' file (already downloaded into the cache here) is converted and loaded."""
+    sd, zoo, cache, clip = _drive_file_already_downloaded(released, tmp_path)
     code = textwrap.dedent(f"""
         import os, torch
         os.environ.update(SINET_TIMM_ZOO_DIR={str(zoo)!r}, SINET_TIMM_CACHE={str(cache)!r})
@@ -704,14 +711,7 @@ def test_a_zoo_repo_missing_from_the_hub_loads_the_authors_drive_file(released, 
     """The zoo's Hub repos do not exist yet: pretrained=True answers 'repository not found' by loading the authors'
     Google Drive file (here already in the download cache: the download itself needs the network), converted and
     cached, saying so in one line; SINET_TIMM_DRIVE_FALLBACK=0 turns that off."""
-    src, sd = released['resnet50']
-    zoo = tmp_path / 'zoo'
-    _synth_entry(zoo)
-    cache = tmp_path / 'sinet-cache'
-    (cache / 'drive').mkdir(parents=True)
-    shutil.copy(src, cache / 'drive' / f'{SYNTH}-fake-file-id.pth.tar')
-    clip = _clip(32, 16)
-    torch.save(clip, tmp_path / 'clip.pt')
+    sd, zoo, cache, clip = _drive_file_already_downloaded(released, tmp_path)
     code = _load_code(SYNTH, tmp_path / 'clip.pt', tmp_path / 'out.pt')
     with RepoNotFoundHub() as hub_:
         env = child_env(SINET_TIMM_ZOO_DIR=str(zoo), SINET_TIMM_CACHE=str(cache), HF_ENDPOINT=hub_.url,
