@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import child_env
 
 BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
@@ -51,6 +52,10 @@ def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: P
                            'pipeline (all overlapped)', 'ranking', 'ranking (torchreid)'}
     assert re.search(r'^ranking: \d+ queries x \d+ gallery tracklets; torchreid / numpy time: [\d.]+x$', out, re.M)
     assert 'rankers disagree' not in out
+    per_worker = re.search(
+        r'^decode per worker: (\d+) frames/s \(no workers: decoded in the main process, \d+ CPUs\)$', out, re.M)
+    decode_rate = re.search(r'^decode \(workers\)\s+[\d.]+\s+(\d+)$', out, re.M).group(1)
+    assert per_worker and per_worker.group(1) == decode_rate  # one process: its rate is the whole rate
     assert float(stages['model (on device)']) > 0 and float(stages['pipeline (all overlapped)']) > 0
     assert re.search(r'^bottleneck: (decode|model); MARS test set \(681,089 frames\) at this rate: [\d.]+ min', out,
                      re.M)
@@ -85,3 +90,31 @@ def test_bench_video_prints_decode_beside_model(capsys: pytest.CaptureFixture, t
     assert stages['model (on device)'][1] != '-'
     assert re.search(r'^decode \+ crop (keeps pace|does NOT keep pace) with the model: \d+ crops/s vs [\d.]+ model '
                      r'frames/s \([\d.]+x\)$', out, re.M)
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.sh (issue 22's one GPU script) at toy sizes on the CPU: each step runs and logs, the
+    gpu tests are collected, bench_model times only the models asked for (plus the two the targets compare), and a
+    wrong stage name or a missing GPU is one line with exit code 2. Its eval stage is bench_eval's (tested above)
+    plus `python -m reid_eval`, run by hand with SMOKE=1 before each GPU session."""
+    script = BENCH / 'gpu_check.sh'
+    env = child_env(SMOKE='1', OUT=str(tmp_path / 'out'), DATA=str(tmp_path / 'data'),
+                    SINET_RELEASED=str(tmp_path / 'no-release'))
+    r = subprocess.run(['bash', str(script), 'tests', 'model'], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.rstrip().endswith(f'all passed; logs in {tmp_path / "out"}')
+    logs = {p.name: p.read_text() for p in (tmp_path / 'out').iterdir()}
+    assert set(logs) == {'env.log', 'gpu_tests.log', 'bench_model.log'}
+    assert '6/' in logs['gpu_tests.log'] and 'tests collected' in logs['gpu_tests.log']
+    rows = re.findall(r'^(\w+_r50) ', logs['bench_model.log'], re.M)
+    assert rows == ['vreid_r50', 'sinet_r50'] and 'released fp32' not in logs['bench_model.log']
+    assert all(re.search(r'^== \w+: exit 0 after \d+ s$', log, re.M) for log in logs.values())
+    bad = subprocess.run(['bash', str(script), 'benchmark'], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "unknown stage 'benchmark': expected tests, model or eval (none: all three)"]
+    if not torch.cuda.is_available():
+        gpu = subprocess.run(['bash', str(script), 'tests'], env=dict(env, SMOKE='0'), capture_output=True, text=True,
+                             timeout=120)
+        assert gpu.returncode == 2 and gpu.stderr.strip().splitlines() == [
+            'no CUDA GPU here: run it on the GPU machine, or SMOKE=1 to check the script on the CPU']
