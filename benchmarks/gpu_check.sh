@@ -22,7 +22,8 @@
 # torchreid or gdown), carry the missing packages as wheels and the released code, e.g. here:
 #   echo /.whl/ >> .git/info/exclude; echo /.ref/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl torchreid==0.2.5 gdown beautifulsoup4 soupsieve "timm>=1.0.26"
+#       --platform manylinux2014_x86_64 -d .whl gdown beautifulsoup4 soupsieve "timm>=1.0.26"
+#   python3 -m pip wheel --no-deps -w .whl torchreid==0.2.5     # an sdist only on PyPI; its wheel is pure Python
 #   git --git-dir=/work/.mirror/baist+SINet/repo archive HEAD | (mkdir -p .ref && tar -x -C .ref)
 # and run (carry [".whl", ".ref"]; each run at most 10 minutes, so one stage or two per run):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site \
