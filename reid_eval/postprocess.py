@@ -104,6 +104,11 @@ def average_query_expansion(
         top, idx = sims.topk(k, dim=1)
         weights = top.pow(alpha)
         out[s:s + chunk] = (feats[idx] * weights[..., None]).mean(dim=1)
+    if not torch.isfinite(out).all():
+        raise EvalError(f'average query expansion with alpha {alpha:g} gave non-finite embeddings: a neighbour with '
+                        'negative cosine similarity raised to a non-integer power is NaN; use an integer --aqe-alpha '
+                        '(3 by default)' if not float(alpha).is_integer() else
+                        'average query expansion gave non-finite embeddings: the input embeddings are not finite')
     out = out.cpu()
     return out[:qf.shape[0]], out[qf.shape[0]:]
 

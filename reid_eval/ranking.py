@@ -214,6 +214,10 @@ def _rank(dist_of: Callable[[np.ndarray], np.ndarray], q_pids, q_camids, g_pids,
         if not valid[sl].any():
             continue  # torchreid refuses a chunk without any valid query
         dist = dist_of(sl)
+        if not np.isfinite(dist).all():  # NaN sorts anywhere: the metrics would be wrong, not missing
+            raise EvalError(f'the distances of queries {sl[0]}..{sl[-1]} hold non-finite values (NaN or inf), so no '
+                            'metrics are computed; the embeddings or the re-ranking / query-expansion parameters '
+                            'that produced them are to blame')
         ours = market1501_ranks(dist, q_pids[sl], g_pids, q_camids[sl], g_camids, max_rank)
         inp_sum += float(ours.inp.sum())
         if evaluate_rank is None:

@@ -253,6 +253,26 @@ def test_aqe_matches_a_plain_loop(k, alpha, chunk):
     assert variants['aqe_rerank'] == rank_distances(both, q_pids, q_cams, g_pids, g_cams, chunk=5)
 
 
+def test_non_finite_distances_or_expansions_are_refused_not_ranked():
+    """A fractional AQE alpha on a negative similarity is NaN (fast-reid's formula); neither it nor any NaN distance
+    (re-ranking, a caller's matrix) may reach the ranking, where NaN would sort anywhere and give a wrong mAP."""
+    g = torch.Generator().manual_seed(4)
+    qf, gf = torch.randn(6, 8, generator=g), torch.randn(20, 8, generator=g)  # random: negative similarities
+    with pytest.raises(reid_eval.EvalError, match='alpha 2.5 gave non-finite embeddings.*use an integer --aqe-alpha'):
+        average_query_expansion(qf, gf, k=26, alpha=2.5)  # all neighbours: negative similarities among them
+    q2, g2 = average_query_expansion(qf, gf, k=26, alpha=3.0)  # an integer power is defined for negatives
+    assert torch.isfinite(torch.cat([q2, g2])).all()
+    rng = np.random.default_rng(5)
+    q_pids, q_cams, g_pids, g_cams = _random_ids(rng, 6, 20)
+    dist = F.normalize(qf, dim=1) @ F.normalize(gf, dim=1).t()
+    assert np.isfinite(rank_distances(-dist.numpy(), q_pids, q_cams, g_pids, g_cams, chunk=4)['mAP'])
+    bad = -dist.numpy()
+    bad[:, 3] = np.nan  # one gallery entry: every query's row
+    for ranker in RANKERS:
+        with pytest.raises(reid_eval.EvalError, match=r'distances of queries 0\.\.3 hold non-finite values'):
+            rank_distances(bad, q_pids, q_cams, g_pids, g_cams, chunk=4, ranker=ranker)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the gallery rule and image-to-video queries, on a tiny synthetic MARS
 
