@@ -55,24 +55,26 @@ def _rss_mb() -> float:
 
 
 def _child(method: str, chunk: int, tmp: str, queue) -> None:
-    from reid_eval.postprocess import average_query_expansion, k_reciprocal_distances
-    from reid_eval.search import _re_ranking
+    from reid_eval.postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
+    from reid_eval.search import _re_ranking, cosine_distance_matrix
 
     qf, gf = (torch.from_numpy(np.load(Path(tmp) / f'{x}.npy')) for x in ('qf', 'gf'))
     re_ranking = _re_ranking()
+    rr, aqe = RerankOptions(), AQEOptions()  # the defaults sinet-eval uses
+
+    def cos(a, b):
+        return cosine_distance_matrix(a, b).numpy()
+
     base = _rss_mb()
     t = time.perf_counter()
     if method == 'torchreid':
-        def cos(a, b):
-            return (1 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).t()).clamp_min(0).numpy()
-
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            dist = re_ranking(cos(qf, gf), cos(qf, qf), cos(gf, gf), k1=20, k2=6, lambda_value=0.3)
+            dist = re_ranking(cos(qf, gf), cos(qf, qf), cos(gf, gf), k1=rr.k1, k2=rr.k2, lambda_value=rr.lambda_value)
     elif method == 'blocks':
-        dist = k_reciprocal_distances(qf, gf, 20, 6, 0.3, chunk=chunk)
+        dist = k_reciprocal_distances(qf, gf, rr.k1, rr.k2, rr.lambda_value, chunk=chunk)
     elif method == 'aqe':
-        q2, g2 = average_query_expansion(qf, gf, k=5, alpha=3.0, chunk=chunk)
+        q2, g2 = average_query_expansion(qf, gf, k=aqe.k, alpha=aqe.alpha, chunk=chunk)
         dist = -(F.normalize(q2, dim=1) @ F.normalize(g2, dim=1).t()).numpy()
     else:  # the plain cosine distances, for scale
         dist = -(F.normalize(qf, dim=1) @ F.normalize(gf, dim=1).t()).numpy()

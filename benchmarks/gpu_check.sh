@@ -51,7 +51,8 @@ if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes on the CPU: the same commands, minut
     WORKER_SETS=(1 2); MODELS=(--models vreid_r50 sinet_r50)
 else
     DEV=cuda; BATCHES=(32 128); ROUNDS=(--rounds 10 --warmup 3); IDS=4700; EVAL_BATCH=64; AMP=bf16
-    COMPILE=(--compile); WORKER_SETS=("$(( WORKERS / 2 > 0 ? WORKERS / 2 : 1 ))" "$WORKERS"); MODELS=()
+    COMPILE=(--compile); WORKER_SETS=("$WORKERS"); MODELS=()
+    [ "$WORKERS" -ge 2 ] && WORKER_SETS=("$(( WORKERS / 2 ))" "$WORKERS")
 fi
 released=()
 [ -f "$RELEASED/models/resnet.py" ] && released=(--released "$RELEASED")

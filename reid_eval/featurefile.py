@@ -187,6 +187,14 @@ def _split_thumbnails(path: Path, tensors: tuple[torch.Tensor, ...], n: int) -> 
     return out
 
 
+def run_features_path(json_path: str | Path, split: int | None = None) -> Path:
+    """Where :func:`save_run_features` puts a split's features: ``<json stem>.features.safetensors``, or
+    ``<json stem>.split<N>.features.safetensors`` when the run has several splits (``split`` given)."""
+    json_path = Path(json_path)
+    suffix = f'.split{split}' if split is not None else ''
+    return json_path.with_name(f'{json_path.stem}{suffix}.features.safetensors')
+
+
 def save_run_features(json_path: str | Path, result: EvalResult) -> dict[int, str]:
     """Write the query/gallery features of an evaluation next to its results JSON; returns split -> file name.
 
@@ -196,14 +204,12 @@ def save_run_features(json_path: str | Path, result: EvalResult) -> dict[int, st
     ``{query,gallery}_{pids,camids,tracklets}``; tracklet ids index the dataset's query list followed by its
     gallery list (``load_dataset(...).query + .gallery``).
     """
-    json_path = Path(json_path)
     written: dict[int, str] = {}
     for entry in result.per_split:
         q, g = entry.query, entry.gallery
         if q is None or g is None:
             continue
-        suffix = f'.split{entry.split}' if len(result.per_split) > 1 else ''
-        path = json_path.with_name(f'{json_path.stem}{suffix}.features.safetensors')
+        path = run_features_path(json_path, entry.split if len(result.per_split) > 1 else None)
         meta = {'format': RUN_FEATURES_FORMAT, 'model': str(result.model), 'weights_sha256': str(result.weights_sha256),
                 'dataset': str(result.dataset), 'dataset_format': str(result.dataset_format),
                 'root': str(Path(result.root).resolve()), 'split': str(entry.split), 'mode': str(result.mode),

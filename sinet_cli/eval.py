@@ -14,7 +14,7 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import (
     AQE_DEFAULTS,
@@ -27,6 +27,9 @@ from ._common import (
     output_taken,
     run,
 )
+
+if TYPE_CHECKING:
+    from reid_eval import EvalResult
 
 SYNTHETIC = 'synthetic'
 DATASETS_HELP = 'mars, lsvid, ilidsvid, prid2011, dukev (aliases such as ls-vid or prid work too)'
@@ -131,14 +134,14 @@ def print_results(title: str, ours: dict[str, Any], paper: dict[str, float], std
         row('paper', paper)
 
 
-def _output_path(args: argparse.Namespace, summary: dict[str, Any]) -> Path:
+def _output_path(args: argparse.Namespace, result: EvalResult) -> Path:
     if args.output:
         return args.output
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
-    safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in summary['model'])
-    if summary.get('random_weights'):
+    safe = ''.join(c if c.isalnum() or c in '._-' else '_' for c in result.model)
+    if result.random_weights:
         safe += '-random-weights'
-    return Path('runs') / 'eval' / f"{safe}-{summary['dataset']}-{summary['mode']}-{stamp}.json"
+    return Path('runs') / 'eval' / f'{safe}-{result.dataset}-{result.mode}-{stamp}.json'
 
 
 def _post_processing(args: argparse.Namespace) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
@@ -157,21 +160,20 @@ def _compare(args: argparse.Namespace) -> int:
     from reid_eval.compare import compare_rows, text_table, write_markdown
 
     out = args.compare_output or args.compare[0].with_name(args.compare[0].stem + '.compare.md')
-    if taken := output_taken(out, args.overwrite):
-        return fail(taken.replace('--output', '--compare-output'))
     rows = compare_rows(args.compare)
+    written = write_markdown(rows, out, overwrite=args.overwrite)  # refuses an existing file without --overwrite
     print(text_table(rows))
-    print(f'\nMarkdown table: {write_markdown(rows, out, overwrite=args.overwrite)}')
+    print(f'\nMarkdown table: {written}')
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import reid_eval
-    from reid_eval.featurefile import check_output_file, save_run_features
+    from reid_eval.featurefile import check_output_file, run_features_path, save_run_features
     from reid_eval.viz import write_cmc_plot
 
     if args.save_features and args.output:  # a path features cannot be written to is said before the run
-        check_output_file(args.output.with_name(f'{args.output.stem}.features.safetensors'))
+        check_output_file(run_features_path(args.output))  # its folder and encoding are every split's file's too
 
     model, no_pretrained = args.model, args.no_pretrained
     if args.dataset.lower() == SYNTHETIC and model is None and not args.checkpoint:
@@ -207,8 +209,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if fps:
         print(f"  {sum(r.frames for r in result.per_split)} frames at {sum(fps) / len(fps):.0f} frames/s on "
               f"{result.device}")
-    summary = result.to_json()
-    out = _output_path(args, summary)
+    out = _output_path(args, result)
     out.parent.mkdir(parents=True, exist_ok=True)
     files = save_run_features(out, result) if args.save_features else {}
     for name in files.values():

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import fail, output_taken, run
+from ._common import RERANK_DEFAULTS, fail, output_taken, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--gallery', '-g', type=Path, required=True, help='gallery features (sinet-extract output)')
     p.add_argument('--topk', '-k', type=int, default=10, help='matches per query (default 10)')
     p.add_argument('--rerank', action='store_true', help="k-reciprocal re-ranking (torchreid's re_ranking)")
-    p.add_argument('--k1', type=int, default=20, help='re-ranking k1 (default 20)')
-    p.add_argument('--k2', type=int, default=6, help='re-ranking k2 (default 6)')
-    p.add_argument('--lambda-value', type=float, default=0.3, help='re-ranking weight of the original distance')
+    p.add_argument('--k1', type=int, default=RERANK_DEFAULTS['k1'],
+                   help=f"re-ranking k1 (default {RERANK_DEFAULTS['k1']})")
+    p.add_argument('--k2', type=int, default=RERANK_DEFAULTS['k2'],
+                   help=f"re-ranking k2 (default {RERANK_DEFAULTS['k2']})")
+    p.add_argument('--lambda-value', type=float, default=RERANK_DEFAULTS['lambda_value'],
+                   help=f"re-ranking weight of the original distance (default {RERANK_DEFAULTS['lambda_value']})")
     p.add_argument('--output', '-o', type=Path, help='write the matches: .csv (one row per match) or .json')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     p.add_argument('--quiet', action='store_true', help='do not print the matches')
