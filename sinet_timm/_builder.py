@@ -38,7 +38,9 @@ def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool =
     # so the generic per-module wrapper would not do); stem + 4 stages
     feature_cfg = dict(feature_cls='getter') if kwargs.get('features_only') else None
     file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
-    hub = hub_or_cache() if pretrained and not file else contextlib.nullcontext()
+    cfg = kwargs.get('pretrained_cfg')  # a local-dir: name arrives as a cfg with the folder as its file
+    local = file or (cfg.get('file') if isinstance(cfg, dict) else getattr(cfg, 'file', None))
+    hub = hub_or_cache() if pretrained and not local else contextlib.nullcontext()  # local files: no probe
     with hub as unreachable:  # an unreachable Hub: cached weights at once, or a clear error at once
         try:
             with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import timm
 import torch
 import torchvision
 from conftest import folder_bytes, layout_hub_cache, run_offline
+from huggingface_hub import constants
 from safetensors.torch import save
 from timm.models import save_for_hf
 
@@ -81,12 +83,18 @@ def test_zoo_entry_loads_from_hub_cache_and_hf_hub_name(tmp_path):
     torch.testing.assert_close(outs[1], ref)
 
 
-def test_local_dir_and_file_overlay(tmp_path):
+def test_local_dir_and_file_overlay(tmp_path, monkeypatch):
+    """Local folders and files load as timm loads them, without touching the network (not even the Hub probe:
+    the Hub endpoint here is a local socket that records any connection)."""
     torch.manual_seed(0)
     src = timm.create_model('sbnet_r50', num_classes=9).eval()
     save_for_hf(src, str(tmp_path / 'm'), safe_serialization=True)
     clip = torch.randn(1, 8, 3, 256, 128)
-    with torch.no_grad():
+    with socket.socket() as hub, torch.no_grad():
+        hub.bind(('127.0.0.1', 0))
+        hub.listen(8)
+        hub.setblocking(False)
+        monkeypatch.setattr(constants, 'ENDPOINT', f'http://127.0.0.1:{hub.getsockname()[1]}')
         ref = src(clip)
         m = timm.create_model(f'local-dir:{tmp_path / "m"}', pretrained=True).eval()
         assert m.num_classes == 9
@@ -95,6 +103,8 @@ def test_local_dir_and_file_overlay(tmp_path):
         overlay = dict(file=str(tmp_path / 'm' / 'model.safetensors'), num_classes=9)
         f = timm.create_model('sbnet_r50', pretrained=True, num_classes=9, pretrained_cfg_overlay=overlay).eval()
         torch.testing.assert_close(f(clip), ref)
+        with pytest.raises(BlockingIOError):
+            hub.accept()  # nobody connected
     cfg = json.loads((tmp_path / 'm' / 'config.json').read_text())
     assert cfg['architecture'] == 'sbnet_r50'
 
