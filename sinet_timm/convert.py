@@ -30,7 +30,7 @@ __all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file',
            'numpy_scalars_allowed', 'reid_config', 'sha256_of']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
-_INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
+INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
 
 # NumPy scalars (e.g. the ``rank1`` the released main.py saves next to the weights) as plain data, under both the
 # NumPy 2 name and the ``numpy.core`` name older NumPy wrote into the pickle
@@ -208,7 +208,7 @@ def convert(
         raise NumClassesMismatch(src, model.num_classes, expected_num_classes)
     src_info = dict(source or {})
     src_info.update(filename=src.name, sha256=digest)
-    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _INIT_ONLY_CFG_KEYS}
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in INIT_ONLY_CFG_KEYS}
     cfg.update(pretrained_cfg or {})
     cfg['architecture'] = model.pretrained_cfg['architecture']
     model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg

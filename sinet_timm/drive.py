@@ -20,7 +20,7 @@ import torch.nn as nn
 from timm.models import get_pretrained_cfg
 
 from ._zoo import pretrained_cfg_fields, resolve_entry, zoo_entries
-from .convert import convert, sha256_of
+from .convert import INIT_ONLY_CFG_KEYS, convert, sha256_of
 from .errors import CheckpointError, HubError
 from .paths import cache_root
 
@@ -39,7 +39,7 @@ def entry_pretrained_cfg(entry: dict[str, Any]) -> dict[str, Any]:
         cfg = get_pretrained_cfg(f'{arch}.tv_in1k').to_dict()
     except Exception as e:  # not registered: the architecture is unknown to timm
         raise HubError(f"{entry['name']}: architecture {arch} is not registered with timm") from e
-    for k in ('notes', 'hf_hub_id', 'url', 'file', 'description'):
+    for k in INIT_ONLY_CFG_KEYS:  # the registry's own source and notes; tag is set below
         cfg.pop(k, None)
     cfg.update(pretrained_cfg_fields(entry), architecture=arch, tag=tag)
     return cfg

@@ -199,12 +199,6 @@ def _entry_rows(entry: dict[str, Any], ours: dict[str, Any] | None) -> list[Resu
     return rows
 
 
-def card_metadata(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset: DatasetInfo | None = None
-                  ) -> ModelCardData:
-    """Hub metadata of a zoo entry's card (see :func:`card_data`): our numbers once measured, else the paper's."""
-    return card_data(entry['name'], entry['license'], _dataset(entry, dataset), _entry_rows(entry, ours))
-
-
 def paper_ref(entry: dict[str, Any]) -> str:
     """Who reported the entry's ``metrics.paper`` numbers (its ``paper_ref``; SINet's CVPR 2022 paper by default)."""
     return entry.get('paper_ref') or DEFAULT_PAPER_REF

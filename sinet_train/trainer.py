@@ -57,7 +57,15 @@ from sinet_timm import VideoReIDNet
 from sinet_timm.archs import ARCHITECTURES
 from sinet_timm.convert import reid_config, sha256_of
 from sinet_timm.errors import SinetTimmError, WeightsUnavailableError
-from sinet_timm.hub import DatasetInfo, ResultRow, card_data, results_table, usage_snippet
+from sinet_timm.hub import (
+    METRIC_KEYS,
+    PAPER_URL,
+    DatasetInfo,
+    ResultRow,
+    card_data,
+    results_table,
+    usage_snippet,
+)
 
 from .data import (
     ClipTrainTransform,
@@ -387,7 +395,7 @@ def _export_hub(model: nn.Module, folder: Path, cfg: TrainConfig, info: dict[str
     # then build the default architecture
     model_args = {**cfg.model_kwargs, 'img_size': list(model.img_size)}
     save_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, safe_serialization=True)
-    write_run_card(tmp, model, cfg, info)
+    write_run_card(tmp, folder.name, model, cfg, info)
     old = folder.with_name(f'.old_{folder.name}')
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
@@ -402,17 +410,18 @@ def _card_dataset(cfg: TrainConfig) -> DatasetInfo:
     return get_spec(cfg.dataset).card_info()
 
 
-def write_run_card(folder: Path, model: nn.Module, cfg: TrainConfig, info: dict[str, Any]) -> Path:
-    """``folder/README.md``: the model card of a run's ``best/`` or ``last/`` (so ``sinet-hub push`` takes them),
-    made like the zoo's (huggingface_hub's ModelCardData): what was trained, how, its evaluation, how to load it."""
+def write_run_card(folder: Path, which: str, model: nn.Module, cfg: TrainConfig, info: dict[str, Any]) -> Path:
+    """``folder/README.md``: the model card of a run's ``best/`` or ``last/`` (``which``; so ``sinet-hub push``
+    takes them), made like the zoo's (huggingface_hub's ModelCardData): what was trained, how, its evaluation, how
+    to load it."""
     arch = model.pretrained_cfg.get('architecture', cfg.model)
     dataset = _card_dataset(cfg)
     m = info.get('eval') or {}
-    metrics = {k: m[k] for k in ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP') if k in m}
+    metrics = {k: m[k] for k in METRIC_KEYS if k in m}
     mode = m.get('mode', cfg.eval_mode)
     rows = [ResultRow(f"this checkpoint, epoch {info.get('epoch')}, {mode} protocol", f'sinet-train, {mode}', metrics,
-                      f'sinet-train evaluation ({mode} protocol)', 'https://github.com/baist/SINet')] if metrics else []
-    name = f'{arch}-{dataset.id}-{folder.name.lstrip(".").removeprefix("tmp_")}'
+                      f'sinet-train evaluation ({mode} protocol)', PAPER_URL)] if metrics else []
+    name = f'{arch}-{dataset.id}-{which}'
     meta = card_data(name, 'mit', dataset, rows).to_yaml()
     recipe = cfg.to_json()
     keys = ('epochs', 'lr', 'weight_decay', 'milestones', 'num_identities', 'num_instances', 'frames_per_clip',
@@ -899,7 +908,7 @@ def _train(cfg: TrainConfig, env: _Dist, log: logging.Logger) -> dict[str, Any]:
             log.info('final dense eval of the %s model (epoch %d): %s', which, epoch_of, _fmt_metrics(m))
         raw.load_state_dict(last_tensors)
         for which, result in final.items() if env.main else ():  # the cards show the dense (paper) protocol now
-            write_run_card(out / which, raw, cfg, {'epoch': result['epoch'], 'eval': result})
+            write_run_card(out / which, which, raw, cfg, {'epoch': result['epoch'], 'eval': result})
         summary['final_dense'] = final
     if env.main:
         (out / 'final_eval.json').write_text(json.dumps(summary, indent=2))
