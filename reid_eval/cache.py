@@ -53,6 +53,11 @@ def _unwritable(folder: Path, e: OSError) -> CacheError:
                       'it, or --cache-dir on a writable disk with room (shards are about 8 KB per clip)')
 
 
+def shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
+    """The clips of shard ``s`` when ``num_clips`` clips are cut into shards of ``shard_clips``: ``[lo, hi)``."""
+    return s * shard_clips, min((s + 1) * shard_clips, num_clips)
+
+
 @dataclass(frozen=True)
 class FeatureCache:
     """The cache folder of one extraction (see the module docstring)."""
@@ -89,13 +94,9 @@ class FeatureCache:
             raise _unwritable(cache.folder, e) from None
         return cache
 
-    @property
-    def num_shards(self) -> int:
-        return max(1, -(-self.num_clips // self.shard_clips))
-
     def clip_range(self, s: int) -> tuple[int, int]:
         """The clips of shard ``s``: ``[lo, hi)``."""
-        return s * self.shard_clips, min((s + 1) * self.shard_clips, self.num_clips)
+        return shard_range(s, self.shard_clips, self.num_clips)
 
     def path(self, s: int) -> Path:
         return self.folder / f'shard_{s:05d}.safetensors'

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputExistsError, ResultsFileError
-from .results import METRIC_KEYS, VARIANTS
+from .results import METRIC_KEYS, VARIANTS, model_label
 
 __all__ = ['COLUMNS', 'CompareRow', 'compare_rows', 'load_run', 'markdown_table', 'text_table', 'write_markdown']
 
@@ -114,7 +114,7 @@ def compare_rows(paths: list[str | Path]) -> list[CompareRow]:
     rows = []
     for path in paths:
         summary = load_run(path)
-        model = summary['model'] + (' (random weights)' if summary.get('random_weights') else '')
+        model = model_label(summary)
         for variant in (None, *VARIANTS):
             block = summary['metrics'] if variant is None else summary.get(f'metrics_{variant}')
             if not isinstance(block, dict):

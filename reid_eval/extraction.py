@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import FeatureCache
+from .cache import FeatureCache, shard_range
 from .errors import (
     DatasetLayoutError,
     EvalError,
@@ -35,6 +35,7 @@ from .errors import (
     TrackletInputError,
     WorkersDiedError,
 )
+from .models import nonfinite_weights
 from .protocol import make_clips
 
 __all__ = [
@@ -337,8 +338,7 @@ def _nonfinite_error(model: torch.nn.Module, plan: ExtractPlan, bad_clips: list[
     """What to say when the model produced NaN/Inf embeddings for some clips."""
     owners = list(dict.fromkeys(plan.owner[c] for c in bad_clips))
     names = [plan.name(t) for t in owners]
-    state = getattr(model, '_orig_mod', model).state_dict()
-    bad_weights = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad_weights = nonfinite_weights(model)
     shown = ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else '')
     if bad_weights:
         why = (f'The weights themselves hold non-finite values ({len(bad_weights)} tensors, e.g. {bad_weights[0]}): '
@@ -394,10 +394,12 @@ def extract_features(
     mine = [s for s in range(n_shards) if s % world == rank]
     results: dict[int, torch.Tensor] = {}
     def files(s: int) -> str:  # the frames a shard was computed from, as they are on disk now
-        return plan.files_digest(*_shard_range(s, shard_clips, len(plan.clips)))
+        return plan.files_digest(*shard_range(s, shard_clips, len(plan.clips)))
 
     for s in mine if cache is not None else ():
-        emb = cache.load(s, files(s))  # None when missing or unusable (then recomputed; a warning says why)
+        if not cache.path(s).exists():
+            continue  # not cached: its frames are digested once, when it is saved
+        emb = cache.load(s, files(s))  # None when unusable (then recomputed; a warning says why)
         if emb is not None:
             results[s] = emb
     todo = [s for s in mine if s not in results]
@@ -411,7 +413,7 @@ def extract_features(
     what = f'{label + ": " if label else ""}{plan.mode} features'
     cached = f'{stats.cached_shards} of {len(mine)} shards cached' if cache is not None else 'no cache'
     if progress and rank == 0 and todo:
-        total = sum(hi - lo for lo, hi in (_shard_range(s, shard_clips, len(plan.clips)) for s in todo))
+        total = sum(hi - lo for lo, hi in (shard_range(s, shard_clips, len(plan.clips)) for s in todo))
         total *= len(plan.clips[0])
         bar = tqdm(total=total, unit='frame', unit_scale=True, desc=f'{what} ({cached})', dynamic_ncols=True)
     elif progress and rank == 0 and cache is not None:  # nothing to compute: say where the features came from
@@ -421,7 +423,7 @@ def extract_features(
     # one DataLoader (one set of workers, prefetching across shard boundaries) for every shard still to do;
     # batches never straddle two shards, so a shard is written as soon as its last batch is embedded
     batches = [(s, list(range(b, min(b + batch_clips, hi))))
-               for s in todo for lo, hi in [_shard_range(s, shard_clips, len(plan.clips))]
+               for s in todo for lo, hi in [shard_range(s, shard_clips, len(plan.clips))]
                for b in range(lo, hi, batch_clips)]
     loader = DataLoader(ClipDataset(plan.clips, frame_transform, plan.images), batch_sampler=[b for _, b in batches],
                         num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips) if batches else []
@@ -464,7 +466,7 @@ def extract_features(
             embs, events = [], []
             finite = torch.isfinite(out).all(dim=1)
             if not bool(finite.all()):  # stop here: a NaN would spread through every metric
-                lo = _shard_range(s, shard_clips, len(plan.clips))[0]
+                lo = shard_range(s, shard_clips, len(plan.clips))[0]
                 raise _nonfinite_error(model, plan, [lo + int(i) for i in torch.nonzero(~finite).flatten()])
             if cache is not None:
                 cache.save(s, out, files(s))
@@ -486,7 +488,3 @@ def extract_features(
     feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)
     counts = torch.bincount(owner, minlength=plan.num_tracklets).clamp_min(1).unsqueeze(1)
     return feats / counts, stats
-
-
-def _shard_range(s: int, shard_clips: int, num_clips: int) -> tuple[int, int]:
-    return s * shard_clips, min((s + 1) * shard_clips, num_clips)

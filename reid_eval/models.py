@@ -106,8 +106,10 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
-def _weights_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+def nonfinite_weights(model: nn.Module) -> list[str]:
+    """The floating-point tensors of ``model``'s state (a compiled model's original module) holding NaN or Inf."""
+    state = getattr(model, '_orig_mod', model).state_dict()
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def _data_config(module: nn.Module, override: dict[str, Any] | None) -> dict[str, Any]:
@@ -224,7 +226,7 @@ def load_model(
         module = _create(str(model), pretrained)
         arch = module.pretrained_cfg.get('architecture') or str(model).split('.')[0]
         weights, random = (str(model), False) if pretrained else (f'{model} (random init)', True)
-    finite = _weights_finite(module)
+    finite = not nonfinite_weights(module)
     if not finite:  # said once, here; a run that produces NaN embeddings says it again
         warnings.warn(f'the weights of {label} ({weights}) hold NaN or Inf values: its embeddings will not be finite',
                       NonFiniteWeightsWarning, stacklevel=2)

@@ -14,11 +14,18 @@ from typing import Any
 import timm
 import torch
 
-__all__ = ['METRIC_KEYS', 'VARIANTS', 'Embeddings', 'EvalResult', 'SplitResult', 'versions']
+__all__ = ['METRIC_KEYS', 'VARIANTS', 'Embeddings', 'EvalResult', 'SplitResult', 'model_label', 'versions']
 
 METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP')
 # post-processed results, reported beside the plain protocol: JSON key suffix -> row label
 VARIANTS = {'aqe': '+ AQE', 'rerank': '+ rerank', 'aqe_rerank': '+ AQE + rerank'}
+
+
+def model_label(summary: dict[str, Any]) -> str:
+    """The model as every output of a run names it (``EvalResult.to_json()`` or its file): '(random weights)' added
+    where it had no trained ones."""
+    model = str(summary.get('model'))
+    return f'{model} (random weights)' if summary.get('random_weights') else model
 
 
 @dataclass

@@ -51,13 +51,14 @@ from .errors import TrackletInputError, VizError
 from .extraction import open_frame
 from .featurefile import FeatureSet, load_features
 from .models import load_model
+from .results import model_label
 from .search import cosine_distance_matrix, weights_warning
 from .thumbnails import decode_thumbnail
 from .tracklets import find_tracklets, list_frames
 
 __all__ = [
     'DPI', 'PAD', 'LABEL_W', 'HEADER_H', 'TITLE_H', 'BORDER', 'select_frames', 'activation_maps',
-    'cam_picture_size', 'load_run', 'model_label', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_matches',
+    'cam_picture_size', 'load_run', 'ranks_picture_size', 'plot_cam', 'plot_ranks', 'plot_matches',
     'plot_cmc', 'write_cmc_plot', 'DEFAULT_MATCH_QUERIES',
 ]
 
@@ -232,11 +233,6 @@ def plot_cam(
 
 # --------------------------------------------------------------------------------------------------------
 # ranks
-
-
-def model_label(summary: dict[str, Any]) -> str:
-    """The model as a picture of a sinet-eval run names it: '(random weights)' added where it had no trained ones."""
-    return f'{summary.get("model")} (random weights)' if summary.get('random_weights') else str(summary.get('model'))
 
 
 def load_run(path: str | Path) -> dict[str, Any]:

@@ -170,6 +170,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import reid_eval
     from reid_eval.featurefile import check_output_file, run_features_path, save_run_features
+    from reid_eval.results import model_label
     from reid_eval.viz import write_cmc_plot
 
     if args.save_features and args.output:  # a path features cannot be written to is said before the run
@@ -194,7 +195,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     first = result.per_split[0]
     which = f'splits {args.split}' if len(result.splits) > 1 else f'split {result.splits[0]}'
-    model = f'{result.model} (random weights)' if result.random_weights else result.model
+    model = model_label({'model': result.model, 'random_weights': result.random_weights})
     title = f"{model} on {result.dataset} ({which}, {result.mode}; {first.protocol.split('; ', 1)[1]})"
     print_results(title, result.metrics, result.paper, result.metrics_std, variants=result.variants,
                   variants_std=result.variants_std)

@@ -16,8 +16,8 @@ from conftest import child_env, interrupted_eval
 from released_reference import save_released_checkpoint
 
 import reid_eval
+from reid_eval.results import model_label
 from reid_eval.synthetic import make_synthetic
-from reid_eval.viz import model_label
 from sinet_cli import convert, eval, export, extract, hub, search, synthetic, train, viz
 from sinet_timm.convert import sha256_of
 
