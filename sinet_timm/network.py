@@ -9,6 +9,7 @@ offline mode: a cached file is used at once, a missing one fails at once. With a
 probed instead; a proxy that answers but cannot reach the Hub is left to huggingface_hub's own retries.
 """
 import contextlib
+import contextvars
 import socket
 import threading
 import time
@@ -21,6 +22,8 @@ from huggingface_hub import constants
 __all__ = ['PROBE_TIMEOUT', 'hub_or_cache', 'hub_unreachable']
 
 PROBE_TIMEOUT = 5.0  # seconds for resolving the Hub's (or the proxy's) name and connecting to it, in all
+# the finding of the hub_or_cache block running now (None outside one)
+_ACTIVE: contextvars.ContextVar[tuple[str | None] | None] = contextvars.ContextVar('hub_or_cache', default=None)
 
 
 def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
@@ -85,14 +88,19 @@ def hub_unreachable(endpoint: str | None = None) -> str | None:
 @contextlib.contextmanager
 def hub_or_cache() -> Iterator[str | None]:
     """Run the block online when the Hub answers; otherwise in huggingface_hub's offline mode (cached files only,
-    no retries), yielding why the Hub cannot be reached."""
-    why = hub_unreachable()
-    if why is None:
-        yield None
+    no retries), yielding why the Hub cannot be reached. Inside another such block (reid_eval around timm around
+    a family's builder) the outer finding holds: one probe, and the reason reaches the innermost error."""
+    outer = _ACTIVE.get()
+    if outer is not None:
+        yield outer[0]
         return
+    why = hub_unreachable()
+    token = _ACTIVE.set((why,))
     previous = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True  # read by huggingface_hub at each request
+    if why is not None:
+        constants.HF_HUB_OFFLINE = True  # read by huggingface_hub at each request
     try:
         yield why
     finally:
         constants.HF_HUB_OFFLINE = previous
+        _ACTIVE.reset(token)

@@ -740,6 +740,11 @@ def test_an_unreachable_hub_is_a_clear_error_within_seconds(tmp_path):
     assert seconds < 10, r.stdout
     assert 'the Hub cannot be reached (the name hub.sinet-timm.invalid does not resolve' in r.stdout
     assert 'Retrying' not in r.stderr
+    # the evaluator's way in (reid_eval around timm around the family's builder) keeps the reason too
+    code = ("import reid_eval, sinet_timm\ntry:\n    reid_eval.load_model('sinet_r50.mars')\n"
+            "except sinet_timm.WeightsUnavailableError as e:\n    print('ERROR', e)\n")
+    r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert 'the Hub cannot be reached (the name hub.sinet-timm.invalid does not resolve' in r.stdout, r.stdout
 
 
 def test_the_probe_has_one_deadline_and_goes_through_a_proxy(monkeypatch):
