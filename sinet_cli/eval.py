@@ -167,7 +167,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict[str, Any] | None) -> int:
     import reid_eval
     from reid_eval.featurefile import check_output_file, run_features_path, save_run_features
     from reid_eval.results import model_label
@@ -181,7 +181,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         model, no_pretrained = 'sinet_r50', True  # the offline demo: random weights
     if model is None and not args.checkpoint:
         model = 'sinet_r50.mars'
-    rerank, aqe, _ = _post_processing(args)
     options = reid_eval.EvalOptions(
         mode=args.mode, split=args.split, batch_clips=args.batch_clips, device=args.device, amp=args.amp,
         workers=args.workers, cache=not args.no_cache, cache_dir=args.cache_dir, shard_clips=args.shard_clips,
@@ -229,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(lambda: _compare(args))
     if taken := output_taken(args.output, args.overwrite):
         return fail(taken)
-    if (problem := _post_processing(args)[2]) is not None:
+    rerank, aqe, problem = _post_processing(args)
+    if problem is not None:
         return fail(problem)
-    return run(lambda: _evaluate(args), interrupted='finished feature shards are kept in the cache; a rerun of the '
-                                                    'same command resumes from them')
+    return run(lambda: _evaluate(args, rerank, aqe),
+               interrupted='finished feature shards are kept in the cache; a rerun of the same command resumes '
+                           'from them')
 
 
 if __name__ == '__main__':

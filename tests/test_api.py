@@ -234,11 +234,14 @@ def test_commands_parse_before_importing_torch():
     from reid_eval.protocol import MODES
     from reid_eval.ranking import RANKERS
     from sinet_cli import _common, convert, eval, train
+    from sinet_cli import hub as hub_cmd
     from sinet_timm.archs import ARCHITECTURES, RELEASED_NAMES
+    from sinet_timm.hub import DEFAULT_TOLERANCE
     from sinet_train import TrainConfig
 
     assert (_common.AMP_CHOICES, _common.MODES, _common.RANKERS) == (AMP_CHOICES, MODES, RANKERS)
     assert set(convert.ARCHS) == set(ARCHITECTURES) | set(RELEASED_NAMES)
+    assert hub_cmd.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE
     assert all(s.name in eval.DATASETS_HELP for s in SPECS)
     defaults = TrainConfig()
     for k, v in train.DEFAULTS.items():
