@@ -251,19 +251,20 @@ class VideoReIDNet(nn.Module):
         sized = [p.name for p in self.plugins if p.fixed_size]
         self.fixed_size_by = sized[0] if sized else ''  # a module sized for img_size (IDM), or ''
         # the stem needs maps of at least 1x1 everywhere; a module may need larger maps at its stage
-        needs = [(min_frame_side('layer3', 1), '')] + [
-            (min_frame_side(f'layer{p.stage}', p.min_map_side), p.name) for p in self.plugins if p.min_map_side > 1]
-        self.min_frame_side, self._min_side_by = max(needs)
-        self._min_map = {p.name: (p.stage, p.min_map_side) for p in self.plugins}
+        needs = [(min_frame_side('layer3', 1), '', None)] + [
+            (min_frame_side(f'layer{p.stage}', p.min_map_side), p.name, p) for p in self.plugins if p.min_map_side > 1]
+        self.min_frame_side, _, by = max(needs, key=lambda need: need[:2])  # a module wins a tie with the stem
+        n = self.min_frame_side
+        reason = (f'{by.name} needs layer{by.stage} feature maps of at least {by.min_map_side}x{by.min_map_side}, '
+                  f'i.e. frames of at least {n}x{n}' if by else f"the stem's max-pool needs frames of at least {n}x{n}")
         if min(self.img_size) < self.min_frame_side:
-            raise ModelInputError(f'img_size={self.img_size} is too small: {self._min_side_reason()}')
+            raise ModelInputError(f'img_size={self.img_size} is too small: {reason}')
         self.use_frame_projection = frame_projection
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         self.num_features = self.head_hidden_size = 512 * Bottleneck.expansion
         self.global_pool = global_pool
-        self.to_clips = ClipInput(in_chans, clip_len, self.img_size, self.min_frame_side, self._min_side_reason(),
-                                  self.fixed_size_by)
+        self.to_clips = ClipInput(in_chans, clip_len, self.img_size, self.min_frame_side, reason, self.fixed_size_by)
 
         self.conv1 = _conv(in_chans, 64, 7, stride=2, padding=3)
         self.bn1 = nn.BatchNorm2d(64)
@@ -322,7 +323,7 @@ class VideoReIDNet(nn.Module):
         if global_pool is not None:
             self.global_pool = global_pool
         self.num_classes = num_classes
-        factory = {'device': self.bn.weight.device, 'dtype': self.bn.weight.dtype} if hasattr(self, 'bn') else {}
+        factory = {'device': self.bn.weight.device, 'dtype': self.bn.weight.dtype}  # where the model is now
         if num_classes > 0:
             self.classifier = nn.Linear(self.num_features, num_classes, **factory)
             nn.init.normal_(self.classifier.weight, std=0.001)
@@ -338,14 +339,6 @@ class VideoReIDNet(nn.Module):
         self.classifier.train(self.training)
         if self.projection is not None:
             self.projection.train(self.training)
-
-    def _min_side_reason(self) -> str:
-        n = self.min_frame_side
-        if self._min_side_by:
-            stage, side = self._min_map[self._min_side_by]
-            return (f'{self._min_side_by} needs layer{stage} feature maps of at least {side}x{side}, i.e. frames of '
-                    f'at least {n}x{n}')
-        return f"the stem's max-pool needs frames of at least {n}x{n}"
 
     @torch.jit.ignore
     def check_input(self, x: torch.Tensor) -> None:
