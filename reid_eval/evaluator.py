@@ -13,6 +13,7 @@ import datetime as _dt
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .cache import FeatureCache, default_cache_dir
+from ._checks import is_int
+from .cache import CacheWarning, FeatureCache, default_cache_dir
 from .datasets import check_layout, get_spec, load_dataset
 from .errors import EvalError
 from .extraction import (
@@ -34,7 +36,7 @@ from .extraction import (
     extract_features,
     resolve_amp,
 )
-from .models import LoadedModel, check_model_name, for_inference, load_model, weights_sha256
+from .models import LoadedModel, check_model_name, computation_key, for_inference, load_model, weights_sha256
 from .paper import paper_metrics
 from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
 from .protocol import MODES, evenly_spaced
@@ -78,24 +80,23 @@ class EvalOptions:
         """Raise :class:`EvalError` for an option that cannot work, naming the command-line flag."""
         if self.mode not in MODES:
             raise EvalError(f'--mode must be one of {", ".join(MODES)}, got {self.mode!r}')
-        if self.batch_clips is not None and self.batch_clips < 1:
-            raise EvalError(f'--batch-clips must be a positive number of clips, got {self.batch_clips}')
-        if self.workers < 0:
-            raise EvalError(f'--workers must be >= 0 (0 decodes in the main process), got {self.workers}')
-        if self.shard_clips < 1:
-            raise EvalError(f'--shard-clips must be a positive number of clips, got {self.shard_clips}')
-        if self.rank_chunk < 1:
-            raise EvalError(f'--rank-chunk must be a positive number of queries, got {self.rank_chunk}')
+        for flag, value, what in (('--batch-clips', self.batch_clips, 'a positive number of clips'),
+                                  ('--workers', self.workers, '>= 0 (0 decodes in the main process)'),
+                                  ('--shard-clips', self.shard_clips, 'a positive number of clips'),
+                                  ('--rank-chunk', self.rank_chunk, 'a positive number of queries'),
+                                  ('clip_len', self.clip_len, 'a positive number of frames')):
+            if value is None and flag in ('--batch-clips', 'clip_len'):
+                continue
+            if not (is_int(value) and value >= (0 if flag == '--workers' else 1)):
+                raise EvalError(f'{flag} must be {what}, got {value!r}' + ('' if is_int(value) else ' (an integer)'))
         if self.amp not in AMP_CHOICES:
             raise EvalError(f'--amp must be one of {", ".join(AMP_CHOICES)}, got {self.amp!r}')
         if self.ranker not in RANKERS:
             raise EvalError(f'--ranker must be one of {", ".join(RANKERS)}, got {self.ranker!r}')
-        if self.clip_len is not None and self.clip_len < 1:
-            raise EvalError(f'clip_len must be a positive number of frames, got {self.clip_len}')
         if not isinstance(self.add_query_to_gallery, bool) and self.add_query_to_gallery not in GALLERY_RULES:
             raise EvalError(f'--add-query-to-gallery must be one of {", ".join(GALLERY_RULES)}, got '
                             f'{self.add_query_to_gallery!r}')
-        if self.query_frames is not None and not (isinstance(self.query_frames, int) and self.query_frames >= 1):
+        if self.query_frames is not None and not (is_int(self.query_frames) and self.query_frames >= 1):
             raise EvalError(f'--query-frames must be a positive number of frames, got {self.query_frames!r}')
         for name, kind in (('rerank', RerankOptions), ('aqe', AQEOptions)):
             value = getattr(self, name)
@@ -279,8 +280,13 @@ def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cach
              ) -> tuple[torch.Tensor | None, ExtractStats, FeatureCache | None]:
     """Features of ``plan`` through the cache folder keyed by everything that changes them (reid_eval.cache)."""
     cache = None
-    if options.cache:
-        facts = {'mode': cache_mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
+    computation, why = computation_key(getattr(module, '_orig_mod', module)) if options.cache else (None, '')
+    if options.cache and computation is None:
+        warnings.warn(f'{type(module).__name__}: features are not cached because what computes them cannot be '
+                      f'identified ({why}); give the module a `cache_key` string naming its computation to cache '
+                      'them', CacheWarning, stacklevel=3)
+    elif options.cache:
+        facts = {'computation': computation, 'mode': cache_mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
                  'preprocessing': getattr(transform, 'data_config', None) or repr(transform), 'amp': amp,
                  'model_input': input_note or 'clips', 'dataset_dir': data.dataset_dir}
         cache = FeatureCache.open(Path(options.cache_dir or default_cache_dir()), weights=weights, dataset=data.name,

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -26,16 +27,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import FeatureCache, shard_range
+from ._checks import is_int, is_number
+from .cache import CacheWarning, FeatureCache, shard_range
 from .errors import (
     DatasetLayoutError,
     EvalError,
     FrameReadError,
+    ModelOutputError,
     NonFiniteFeaturesError,
     TrackletInputError,
     WorkersDiedError,
 )
-from .models import nonfinite_weights
+from .models import check_materialised, nonfinite_weights
 from .protocol import make_clips
 
 __all__ = [
@@ -203,7 +206,9 @@ class FramePreprocess:
 
     @classmethod
     def from_data_config(cls, cfg: dict[str, Any]) -> FramePreprocess:
-        """The preprocessing of a timm data config (``input_size``, ``interpolation``, ``mean``, ``std``, ...)."""
+        """The preprocessing of a timm data config (``input_size``, ``interpolation``, ``mean``, ``std``, ...);
+        a field that cannot work is an :class:`EvalError` naming it."""
+        check_data_config(cfg)
         return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']),
                    dict(cfg))
 
@@ -215,6 +220,31 @@ class FramePreprocess:
                 torch.tensor(v, dtype=torch.float32, device=x.device).reshape(3, 1, 1) for v in (self.mean, self.std))
         mean, std = stats
         return x.to(torch.float32).div_(255).sub_(mean).div_(std)
+
+
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # PIL's, as timm names them
+
+
+def check_data_config(cfg: dict[str, Any]) -> None:
+    """Refuse a timm data config that would fail deep inside the transforms or silently preprocess wrongly."""
+    def bad(key: str, expected: str) -> EvalError:
+        return EvalError(f'data_config {key}={cfg.get(key)!r} cannot work: expected {expected}')
+
+    size = cfg.get('input_size')
+    if not (isinstance(size, (tuple, list)) and len(size) == 3 and all(is_int(v) and v >= 1 for v in size)
+            and size[0] == 3):
+        raise bad('input_size', '(3, H, W) with positive integer H and W, e.g. (3, 256, 128)')
+    for key in ('mean', 'std'):
+        v = cfg.get(key)
+        if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(is_number(x) for x in v)):
+            raise bad(key, 'three finite numbers, one per RGB channel, e.g. (0.485, 0.456, 0.406)')
+        if key == 'std' and min(v) <= 0:
+            raise bad(key, 'three positive numbers')
+    if cfg.get('interpolation') not in INTERPOLATIONS:
+        raise bad('interpolation', f'one of {", ".join(INTERPOLATIONS)}')
+    crop = cfg.get('crop_pct', 1.0)
+    if not (is_number(crop) and crop > 0):
+        raise bad('crop_pct', 'a positive number (1.0: no crop)')
 
 
 @dataclass
@@ -276,15 +306,18 @@ class ExtractPlan:
         return h.hexdigest()
 
     def files_digest(self, lo: int = 0, hi: int | None = None) -> str:
-        """The frame files of clips ``lo..hi`` as they are on disk: path, size and modification time of each (a
-        frame replaced in place under the same name changes it), as a hash."""
+        """The frame files of clips ``lo..hi`` as they are on disk: path, size, modification and status-change
+        time and inode of each, as a hash. A frame replaced or rewritten in place changes it, even when its
+        modification time is set back (``touch -r``, ``cp -p``, ``rsync -t``): the status-change time cannot be
+        set back."""
         h = hashlib.sha256()
         for path in dict.fromkeys(p for c in self.clips[lo:hi] for p in c if isinstance(p, str)):
             try:
                 st = os.stat(path)
             except OSError as e:
                 raise DatasetLayoutError(f'frame {path} cannot be read: {e.strerror or e}') from None
-            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
+            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}\n'.encode(
+                'utf-8', 'surrogateescape'))
         return h.hexdigest()
 
     @property
@@ -348,6 +381,42 @@ def _nonfinite_error(model: torch.nn.Module, plan: ExtractPlan, bad_clips: list[
                'use --amp bf16 or --amp off, and look at the frames of these tracklets.')
     return NonFiniteFeaturesError(f'the model produced non-finite (NaN or Inf) embeddings for {len(names)} '
                                   f'tracklet(s): {shown}. {why}', names, not bad_weights)
+
+
+def module_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating-point dtype of the model's weights (float32 for a model without floating-point weights); a
+    model on the meta device (not materialised) is a :class:`ModelOutputError`."""
+    check_materialised(model)
+    tensors = [*model.parameters(), *model.buffers()]
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+
+def check_embeddings(model: torch.nn.Module, emb: Any, clips: int, width: int | None) -> torch.Tensor:
+    """``emb``, the output of ``model`` for ``clips`` clips, if it is a (clips, D) floating-point tensor with
+    ``D`` > 0 (and ``D == width`` when a width was seen before); else a :class:`ModelOutputError` naming the
+    module, what it returned and what is expected."""
+    name = type(getattr(model, '_orig_mod', model)).__name__
+    expected = (f'a ({clips}, D) floating-point tensor of embeddings, one row per clip of the batch'
+                + (f', D = {width} as in the earlier batches' if width is not None else ''))
+    if not isinstance(emb, torch.Tensor):
+        got = type(emb).__name__ + (f' of {len(emb)}' if isinstance(emb, (tuple, list, dict)) else '')
+        hint = (' (a training-mode output? the model must be in eval mode with num_classes=0)'
+                if isinstance(emb, (tuple, list, dict)) else '')
+        raise ModelOutputError(f'{name} returned a {got} for {clips} clips; expected {expected}{hint}')
+    shape = tuple(emb.shape)
+    if emb.dim() != 2 or shape[0] != clips:
+        hint = {0: ' (a scalar: a loss?)', 1: ' (one value per clip: logits of one class?)',
+                3: ' (unpooled features or a trailing singleton dimension: pool or squeeze them)',
+                4: ' (feature maps: pool them)'}.get(emb.dim(), '')
+        raise ModelOutputError(f'{name} returned shape {shape} for {clips} clips; expected {expected}{hint}')
+    if shape[1] == 0:
+        raise ModelOutputError(f'{name} returned zero-width embeddings {shape}; expected {expected} with D > 0')
+    if width is not None and shape[1] != width:
+        raise ModelOutputError(f'{name} returned {shape[1]}-wide embeddings after {width}-wide ones; expected '
+                               f'{expected}')
+    if not emb.is_floating_point():
+        raise ModelOutputError(f'{name} returned {emb.dtype} values; expected {expected}')
+    return emb
 
 
 def extract_features(
@@ -420,6 +489,9 @@ def extract_features(
         tqdm.write(f'{what}: all {len(mine)} shards from the cache ({cache.folder})', file=sys.stderr)
     t0 = time.perf_counter()
     model.eval()
+    dtype = module_dtype(model)  # a half / bfloat16 model gets its input in its dtype (autocast aside)
+    cast = dtype if dtype != torch.float32 and autocast_dtype is None else None
+    width = None  # the embedding width, once the first batch has shown it
     # one DataLoader (one set of workers, prefetching across shard boundaries) for every shard still to do;
     # batches never straddle two shards, so a shard is written as soon as its last batch is embedded
     batches = [(s, list(range(b, min(b + batch_clips, hi))))
@@ -446,7 +518,8 @@ def extract_features(
                 events[-1][0].record()
             tm = time.perf_counter()
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                emb = model(x)
+                emb = check_embeddings(model, model(x if cast is None else x.to(cast)), len(idx), width)
+            width = emb.shape[1]
             embs.append(emb.float())
             if use_cuda:
                 events[-1][1].record()
@@ -483,6 +556,19 @@ def extract_features(
                 if emb is None:
                     raise EvalError(f'feature shard {cache.path(s)} of another rank is missing or unusable; rerun')
                 results[s] = emb
+    widths = {s: int(results[s].shape[1]) for s in range(n_shards)}
+    if len(set(widths.values())) > 1 and cache is not None:  # cached shards that disagree with the model or each other
+        bad = [s for s in widths if widths[s] != width] if width is not None else list(widths)
+        warnings.warn(f'cached feature shards {", ".join(str(cache.path(s)) for s in bad[:3])}'
+                      f'{" ..." if len(bad) > 3 else ""} hold embeddings of another width than '
+                      f'{"the model gives (" + str(width) + ")" if width is not None else "each other"}; '
+                      'recomputing them', CacheWarning, stacklevel=2)
+        for s in bad:
+            cache.path(s).unlink(missing_ok=True)
+        return extract_features(model, plan, transform, cache, device, batch_clips=batch_clips, workers=workers,
+                                amp=amp, shard_clips=shard_clips, progress=progress, label=label)
+    if len(set(widths.values())) > 1:
+        raise ModelOutputError(f'the shards of embeddings have different widths: {sorted(set(widths.values()))}')
     clip_emb = torch.cat([results[s] for s in range(n_shards)])
     owner = torch.tensor(plan.owner, dtype=torch.long)
     feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)

@@ -17,8 +17,13 @@ mean/std, no crop).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
+import os
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +40,10 @@ from sinet_timm.errors import WeightsUnavailableError
 from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
 from sinet_timm.network import hub_or_cache
 
-from .errors import EvalError
+from .errors import EvalError, ModelOutputError
 
 __all__ = ['CHECKPOINT_SUFFIXES', 'FrameAverage', 'LoadedModel', 'MODEL_INPUTS', 'check_model_name', 'for_inference',
-           'load_model', 'weights_sha256']
+           'computation_key', 'load_model', 'weights_sha256']
 
 MODEL_INPUTS = ('auto', 'clips', 'frames')
 CHECKPOINT_SUFFIXES = ('.pth', '.tar', '.pt', '.safetensors')
@@ -100,10 +105,93 @@ def weights_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@functools.lru_cache(maxsize=512)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _describe(value: Any) -> Any:
+    """``value`` as JSON-able data that changes when what it computes may change, or ``...`` (Ellipsis) when it
+    cannot be told: plain data as itself, containers and dataclasses item by item, a class or function by its
+    qualified name and the sha256 of the source file defining it, a ``functools.partial`` by its function and
+    arguments, a builtin by its name."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_describe(v) for v in value]
+        return ... if any(v is ... for v in items) else items
+    if isinstance(value, dict):
+        items = {str(k): _describe(v) for k, v in value.items()}
+        return ... if any(v is ... for v in items.values()) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _describe({'__class__': type(value), **fields})
+    if isinstance(value, functools.partial):
+        return _describe({'__partial__': value.func, 'args': value.args, 'keywords': value.keywords})
+    if inspect.isbuiltin(value) or isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+        return f'builtin:{getattr(value, "__module__", "")}.{getattr(value, "__qualname__", "")}'
+    if isinstance(value, type) or inspect.isfunction(value) or inspect.ismethod(value):
+        try:
+            path = inspect.getsourcefile(value)
+            st = os.stat(path) if path else None
+        except (OSError, TypeError):
+            st = None
+        if st is None:
+            return ...
+        return f'{value.__module__}.{value.__qualname__}@{_file_digest(path, st.st_mtime_ns, st.st_size)}'
+    return ...
+
+
+def computation_key(module: nn.Module) -> tuple[str | None, str]:
+    """What computes ``module``'s features, as a hash for the feature cache: ``(key, '')``, or ``(None, why)`` when
+    the computation cannot be identified (then nothing may be cached).
+
+    A module's ``cache_key`` attribute (a non-empty str) is taken as given: the caller vouches that it names the
+    whole computation, weights aside (they are keyed separately). Otherwise the key covers, for every submodule,
+    its class (qualified name and the sha256 of the source file defining it, so an edited model file is a new key),
+    its attributes (``global_pool='max'``, ``eps``, config dicts, functions by their source), its forward hooks
+    and an instance-level ``forward`` override. An attribute that is no plain data, function or class (an object,
+    a function defined at an interactive prompt) makes the computation unidentifiable."""
+    own = getattr(module, 'cache_key', None)
+    if own is not None:
+        if not (isinstance(own, str) and own):
+            return None, f'its cache_key attribute is {own!r}, not a non-empty string'
+        return hashlib.sha256(f'cache_key:{own}'.encode()).hexdigest(), ''
+    h = hashlib.sha256()
+    for name, m in module.named_modules():
+        where = name or 'the model'
+        cls = _describe(type(m))
+        if cls is ...:
+            return None, f'the source of {type(m).__qualname__} ({where}) cannot be read'
+        attrs = {}
+        for k, v in vars(m).items():
+            if k.startswith('_') or k == 'training' or isinstance(v, (nn.Module, torch.Tensor)):
+                continue
+            attrs[k] = _describe(v)
+            if attrs[k] is ...:
+                return None, f'{where}.{k} is a {type(v).__name__}, which does not say what it computes'
+        hooks = _describe([*m._forward_pre_hooks.values(), *m._forward_hooks.values()])
+        if hooks is ...:
+            return None, f'a forward hook of {where} has no readable source'
+        h.update(json.dumps([name, cls, attrs, hooks], sort_keys=True).encode())
+    return h.hexdigest(), ''
+
+
 def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """Eval mode on ``device`` in channels_last, the faster layout for the SINet family on GPUs (cuDNN) and on
     CPUs (oneDNN: about 10% faster than NCHW for every model of the family; see benchmarks/bench_model.py)."""
     return model.eval().to(device).to(memory_format=torch.channels_last)
+
+
+def check_materialised(model: nn.Module) -> None:
+    """A :class:`ModelOutputError` for a model with weights on the meta device (created without data)."""
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise ModelOutputError(f'{type(model).__name__} has weights on the meta device (created without data): '
+                               'load a state dict into it (load_state_dict(..., assign=True)) or .to_empty() and '
+                               'initialise it before evaluating')
 
 
 def nonfinite_weights(model: nn.Module) -> list[str]:
@@ -226,6 +314,7 @@ def load_model(
         module = _create(str(model), pretrained)
         arch = module.pretrained_cfg.get('architecture') or str(model).split('.')[0]
         weights, random = (str(model), False) if pretrained else (f'{model} (random init)', True)
+    check_materialised(module)
     finite = not nonfinite_weights(module)
     if not finite:  # said once, here; a run that produces NaN embeddings says it again
         warnings.warn(f'the weights of {label} ({weights}) hold NaN or Inf values: its embeddings will not be finite',
