@@ -11,7 +11,7 @@ from sinet_timm.errors import OutputExistsError, SinetTimmError
 __all__ = [
     'CacheError', 'DatasetLayoutError', 'EmptyTrackletError', 'EvalError', 'FeatureFileError', 'FrameReadError',
     'ModelOutputError', 'NonFiniteFeaturesError', 'OutputExistsError', 'RenderersDiedError', 'ResultsFileError',
-    'SearchError', 'SinetTimmError', 'TrackletInputError', 'VizError', 'WorkersDiedError',
+    'SearchError', 'SinetTimmError', 'TrackletInputError', 'VizError', 'WorkersDiedError', 'WorkersStuckError',
 ]
 
 
@@ -45,6 +45,11 @@ class WorkersDiedError(SinetTimmError, RuntimeError):
     def __init__(self, report: str, advice: str) -> None:
         super().__init__(f'a DataLoader worker died ({report}); {advice}')
         self.report = report
+
+
+class WorkersStuckError(SinetTimmError, RuntimeError):
+    """The DataLoader workers cannot hand batches to the main process (shared memory full or limited by a file
+    size limit), or gave none for a long time: a run that would otherwise wait forever."""
 
 
 class CacheError(SinetTimmError, OSError):

@@ -15,6 +15,11 @@ import re
 import sys
 import time
 import warnings
+
+try:
+    import resource
+except ImportError:  # not on Windows: there is no file size limit to check there
+    resource = None
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -37,6 +42,7 @@ from .errors import (
     NonFiniteFeaturesError,
     TrackletInputError,
     WorkersDiedError,
+    WorkersStuckError,
 )
 from .models import check_materialised, nonfinite_weights
 from .protocol import make_clips
@@ -56,6 +62,22 @@ AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 _WORKER_DEATH = re.compile(r'DataLoader worker \(pid[^\n]*')  # torch's report, whichever of its forms
 
 
+WORKER_TIMEOUT_S = 120  # seconds the main process waits for a batch before saying the workers are stuck
+
+
+def check_worker_transfer(workers: int, batch_bytes: int) -> None:
+    """DataLoader workers hand each batch over in a shared-memory file: under a file size limit (``ulimit -f``)
+    smaller than a batch they fail in a background thread and the main process would wait forever. Say so first."""
+    if not workers or resource is None:
+        return
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft != resource.RLIM_INFINITY and soft < batch_bytes:
+        raise WorkersStuckError(
+            f'the file size limit (ulimit -f: {soft} bytes) is smaller than one batch of frames ({batch_bytes} '
+            'bytes), which the frame-decoding workers pass to the main process as shared-memory files: raise it '
+            '(ulimit -f unlimited) or decode in the main process with --workers 0 (workers=0)')
+
+
 @contextlib.contextmanager
 def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
     """Turn torch's report of a dead DataLoader worker into a :class:`WorkersDiedError` carrying ``advice``
@@ -67,6 +89,11 @@ def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
+        if 'DataLoader timed out after' in str(e):
+            raise WorkersStuckError(
+                f'the frame-decoding workers handed over no batch for {WORKER_TIMEOUT_S} s: they are stuck or cannot '
+                'pass batches through shared memory (full or limited: check `df -h /dev/shm` and `ulimit -f`); '
+                'decode in the main process with --workers 0 (workers=0)') from None
         if isinstance(e, WorkersDiedError):
             report = e.report
         elif m := _WORKER_DEATH.search(str(e)):
@@ -497,8 +524,12 @@ def extract_features(
     batches = [(s, list(range(b, min(b + batch_clips, hi))))
                for s in todo for lo, hi in [shard_range(s, shard_clips, len(plan.clips))]
                for b in range(lo, hi, batch_clips)]
+    if batches and pre is not None:
+        h, w = pre.data_config.get('input_size', (3, 256, 128))[1:]
+        check_worker_transfer(workers, batch_clips * len(plan.clips[0]) * 3 * h * w)
     loader = DataLoader(ClipDataset(plan.clips, frame_transform, plan.images), batch_sampler=[b for _, b in batches],
-                        num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips) if batches else []
+                        num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips,
+                        timeout=WORKER_TIMEOUT_S if workers else 0) if batches else []
     embs, events = [], []
     kept = (f'Finished feature shards are kept in {cache.folder}: a rerun resumes from them.' if cache is not None
             else 'Nothing was cached, so a rerun starts again.')

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import reid_eval
+from reid_eval import extraction
 from reid_eval.cache import CacheWarning, tensor_sha256
-from reid_eval.errors import CacheError, EvalError, ModelOutputError
+from reid_eval.errors import CacheError, EvalError, ModelOutputError, WorkersStuckError
 from reid_eval.synthetic import make_synthetic
 
 SMALL = {'input_size': (3, 64, 32)}
@@ -251,3 +253,31 @@ def test_a_cache_whose_clean_up_fails_too_is_one_line(prid, tmp_path):
     with pytest.raises(CacheError, match='cannot write the feature cache'):
         _eval(ColourPool(), prid, cache)
     assert sorted(cache.rglob('shard_*.safetensors')) == shards[:len(shards) // 2]
+
+
+def test_a_file_size_limit_that_workers_cannot_pass_batches_through_is_said_first(prid):
+    """``ulimit -f 20``: each worker failed in a background thread and the run waited forever."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, hard))
+    try:
+        with pytest.raises(WorkersStuckError, match=r'ulimit -f: 20480 bytes.*--workers 0'):
+            reid_eval.evaluate(ColourPool(), 'prid2011', prid, mode='sampled', workers=2, progress=False,
+                               device='cpu', cache=False, data_config=SMALL)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def _slow_frame(img):
+    time.sleep(30)
+    return torch.zeros(3, 8, 4)
+
+
+def test_workers_that_hand_over_nothing_are_said_to_be_stuck(prid, monkeypatch):
+    monkeypatch.setattr(extraction, 'WORKER_TIMEOUT_S', 1)
+    data = reid_eval.load_dataset('prid2011', prid)
+    plan = extraction.ExtractPlan.build(list(data.query), 'sampled', 4)
+    t0 = time.perf_counter()
+    with pytest.raises(WorkersStuckError, match='handed over no batch for 1 s.*--workers 0'):
+        extraction.extract_features(ColourPool(), plan, _slow_frame, None, torch.device('cpu'), workers=1,
+                                    progress=False)
+    assert time.perf_counter() - t0 < 20
