@@ -36,10 +36,18 @@ from .extraction import (
     extract_features,
     resolve_amp,
 )
-from .models import LoadedModel, check_model_name, computation_key, for_inference, load_model, weights_sha256
+from .models import (
+    LoadedModel,
+    check_model_name,
+    computation_key,
+    for_inference,
+    load_model,
+    takes_cameras,
+    weights_sha256,
+)
 from .paper import paper_metrics
 from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
-from .protocol import MODES, evenly_spaced
+from .protocol import MODES, PROTOCOLS, Protocol, evenly_spaced, get_protocol
 from .ranking import RANKERS, rank_distances, rank_metrics, ranker_description
 from .results import METRIC_KEYS, VARIANTS, Embeddings, EvalResult, SplitResult, versions
 from .synthetic import demo_dataset_root
@@ -49,14 +57,16 @@ __all__ = ['GALLERY_RULES', 'SYNTHETIC', 'EvalOptions', 'ReIDEvaluator', 'evalua
            'gallery_description', 'rank', 'rank_variants', 'resolve_device']
 
 SYNTHETIC = 'synthetic'  # the demo dataset: a small generated MARS-format set (no --root needed)
-GALLERY_RULES = ('auto', 'yes', 'no')  # --add-query-to-gallery: auto is the released rule (MARS yes, others no)
+GALLERY_RULES = ('auto', 'yes', 'no')  # --add-query-to-gallery: auto is the protocol's released rule
+CAMERA_FALLBACKS = (None, 'mean')  # what a camera-taking model gets without camera ids: an error, or its mean camera
 
 
 @dataclass
 class EvalOptions:
     """How to evaluate: the protocol and how to run it. The defaults are ``sinet-eval``'s (the released protocol)."""
 
-    mode: str = 'dense'  # dense: every frame in 4-frame strided clips (the paper); sampled: one clip per tracklet
+    protocol: str = 'auto'  # auto: the model's own (pretrained_cfg['protocol'], default dense); or a PROTOCOLS name
+    mode: str | None = None  # the protocol's old name, kept for scripts: dense, sampled (or any PROTOCOLS name)
     split: int | str | Sequence[int] = 0  # split id of iLIDS-VID / PRID-2011, 'all' (mean and std), or a list
     clip_len: int | None = None  # frames per clip (default: the model's, 4 for the SINet family)
     batch_clips: int | None = None  # clips per forward pass (default: 32 on CUDA, 4 on CPU)
@@ -75,11 +85,19 @@ class EvalOptions:
     query_frames: int | None = None  # image-to-video: each query from this many evenly spaced frames (None: all)
     rerank: RerankOptions | None = None  # also report k-reciprocal re-ranked metrics (a separate result)
     aqe: AQEOptions | None = None  # also report metrics after average query expansion (a separate result)
+    camera_fallback: str | None = None  # a model that takes camera ids gets them; 'mean': its mean camera instead
 
     def validate(self) -> None:
         """Raise :class:`EvalError` for an option that cannot work, naming the command-line flag."""
-        if self.mode not in MODES:
+        if self.mode is not None and self.mode not in MODES:
             raise EvalError(f'--mode must be one of {", ".join(MODES)}, got {self.mode!r}')
+        if self.protocol != 'auto' and self.protocol not in PROTOCOLS:
+            raise EvalError(f'--protocol must be auto or one of {", ".join(PROTOCOLS)}, got {self.protocol!r}')
+        if self.mode is not None and self.protocol != 'auto' and self.mode != self.protocol:
+            raise EvalError(f'--mode {self.mode} and --protocol {self.protocol} disagree: give one of them')
+        if self.camera_fallback not in CAMERA_FALLBACKS:
+            raise EvalError(f'--camera-fallback must be one of {", ".join(map(str, CAMERA_FALLBACKS))}, got '
+                            f'{self.camera_fallback!r}')
         for flag, value, what in (('--batch-clips', self.batch_clips, 'a positive number of clips'),
                                   ('--workers', self.workers, '>= 0 (0 decodes in the main process)'),
                                   ('--shard-clips', self.shard_clips, 'a positive number of clips'),
@@ -105,12 +123,30 @@ class EvalOptions:
             if value is not None:
                 value.validate()
 
+    def resolved(self, module: nn.Module | None = None) -> EvalOptions:
+        """These options with the protocol decided: the one asked for (``protocol``, or ``mode``), else the one
+        ``module``'s pretrained cfg names, else ``dense``. ``mode`` and ``protocol`` then both hold its name."""
+        name = self.protocol if self.protocol != 'auto' else self.mode
+        if name is None:
+            cfg = getattr(getattr(module, '_orig_mod', module), 'pretrained_cfg', None) or {}
+            name = cfg.get('protocol') or 'dense'
+        get_protocol(name)  # a model's cfg naming an unknown protocol is said here
+        return dataclasses.replace(self, protocol=name, mode=name)
+
+    @property
+    def test_protocol(self) -> Protocol:
+        """The :class:`~reid_eval.protocol.Protocol` these options run (``dense`` until resolved)."""
+        return get_protocol(self.mode or (self.protocol if self.protocol != 'auto' else 'dense'))
+
     def adds_query_to_gallery(self, dataset: str) -> bool:
-        """Whether the queries are ranked against query + gallery on ``dataset`` (``auto``: as released)."""
+        """Whether the queries are ranked against query + gallery on ``dataset`` (``auto``: as the protocol's
+        release does: the dataset's rule for SINet's and VKD's, always for TF-CLIP's)."""
         rule = self.add_query_to_gallery
         if isinstance(rule, bool):
             return rule
-        return get_spec(dataset).add_query_to_gallery if rule == 'auto' else rule == 'yes'
+        if rule == 'auto':
+            return True if self.test_protocol.gallery == 'yes' else get_spec(dataset).add_query_to_gallery
+        return rule == 'yes'
 
     @property
     def gallery_setting(self) -> str:
@@ -249,12 +285,12 @@ def rank_variants(
     return {k: metrics[k] for k in VARIANTS if k in metrics}, seconds
 
 
-def gallery_description(dataset: str, add_query: bool) -> str:
+def gallery_description(dataset: str, add_query: bool, released: bool | None = None) -> str:
     """The gallery rule as every output states it, e.g. ``'MARS gallery = query + gallery'``; a rule other than the
-    released one says so."""
+    released one (``released``: the protocol's rule; default the dataset's) says so."""
     spec = get_spec(dataset)
     text = f'{spec.display_name} gallery = ' + ('query + gallery' if add_query else 'gallery only (query not added)')
-    if add_query != spec.add_query_to_gallery:
+    if add_query != (spec.add_query_to_gallery if released is None else released):
         text += ' (not the released rule)'
     return text
 
@@ -264,10 +300,19 @@ def _query_frames_note(n: int) -> str:
     return f'image-to-video: queries from {each}, gallery tracklets whole'
 
 
+def _released_gallery(options: EvalOptions, dataset: str) -> bool:
+    """Whether the protocol's release adds the queries to the gallery on ``dataset``."""
+    return dataclasses.replace(options, add_query_to_gallery='auto').adds_query_to_gallery(dataset)
+
+
 def _protocol(options: EvalOptions, spec_name: str, input_note: str) -> str:
-    text = (f'{options.mode}; cosine distance; same-identity same-camera gallery entries removed (torchreid '
-            f'Market-1501 ranking, {ranker_description(options.ranker)})')
-    text += f'; {gallery_description(spec_name, options.adds_query_to_gallery(spec_name))}'
+    p = options.test_protocol
+    text = p.name if p.name in ('dense', 'sampled') else p.describe()  # SINet's text as it always was
+    text += (f'; {p.distance}; same-identity same-camera gallery entries removed (torchreid '
+             f'Market-1501 ranking, {ranker_description(options.ranker)})')
+    gallery = gallery_description(spec_name, options.adds_query_to_gallery(spec_name),
+                                  _released_gallery(options, spec_name))
+    text += f'; {gallery}'
     if options.query_frames:
         text += f'; {_query_frames_note(options.query_frames)}'
     if input_note:
@@ -298,6 +343,27 @@ def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cach
     return feats, stats, cache
 
 
+def camera_ids_needed(module: nn.Module, options: EvalOptions, camids: Sequence[int], what: str) -> bool:
+    """Whether ``module`` gets the camera ids of the tracklets: yes when it takes them and no fallback was asked
+    for; camera ids it has no embedding for are an :class:`EvalError`."""
+    if not takes_cameras(module) or options.camera_fallback is not None:
+        return False
+    cfg = getattr(module, '_orig_mod', module).pretrained_cfg
+    known = cfg.get('num_cameras')
+    if known is not None and camids and max(camids) >= known:
+        raise EvalError(f'{what} has camera ids up to {max(camids)}, but the model has embeddings for {known} '
+                        f'cameras (0..{known - 1}), those of the dataset it was trained on: evaluate it on that '
+                        "dataset, or use its mean camera embedding for every tracklet (--camera-fallback mean)")
+    return True
+
+
+def apply_camera_fallback(module: nn.Module, options: EvalOptions) -> None:
+    """Tell a camera-taking model to use its mean camera embedding (``camera_fallback = 'mean'``) when the
+    options ask for it."""
+    if options.camera_fallback is not None and takes_cameras(module):
+        getattr(module, '_orig_mod', module).camera_fallback = options.camera_fallback
+
+
 def evaluate_split(
         module: nn.Module,
         dataset: str,
@@ -321,11 +387,13 @@ def evaluate_split(
     t0 = time.perf_counter()
     data = load_dataset(dataset, root, split)
     t_load = time.perf_counter() - t0
+    options = options.resolved(module)
     add_query = options.adds_query_to_gallery(data.name)
-    clip_len = options.clip_len or clip_len
+    clip_len = options.clip_len or options.test_protocol.clip_len or clip_len
     tracklets = list(data.query) + list(data.gallery)
     names = [os.path.relpath(paths[0], data.dataset_dir) for paths, _, _ in tracklets]
-    plan = ExtractPlan.build(tracklets, options.mode, clip_len, names)
+    cameras = camera_ids_needed(module, options, [c for _, _, c in tracklets], data.name)
+    plan = ExtractPlan.build(tracklets, options.mode, clip_len, names, cameras=cameras)
     amp = resolve_amp(options.amp, device)
     common = dict(data=data, split=split, weights=weights, transform=transform, device=device, amp=amp,
                   input_note=input_note)
@@ -335,7 +403,7 @@ def evaluate_split(
     if options.query_frames:
         n = options.query_frames
         short = [(tuple(evenly_spaced(paths, n)), pid, camid) for paths, pid, camid in data.query]
-        qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq])
+        qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq], cameras=cameras)
         qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=f'{options.mode}-query{n}',
                                                label=f'{label or data.name}, queries from {n} frame(s)', **common)
         for k in ('frames', 'clips', 'seconds', 'model_seconds', 'cached_shards', 'computed_shards'):
@@ -424,6 +492,8 @@ def evaluate(
     check_layout(fmt, root)  # a wrong root is reported before any weights are fetched
     loaded = load_model(model, pretrained=pretrained, checkpoint=checkpoint, seed=seed,
                         data_config=options.data_config)
+    options = options.resolved(loaded.module)
+    apply_camera_fallback(loaded.module, options)
     module = for_inference(loaded.module, device)
     weights = weights_sha256(module)
     transform = FramePreprocess.from_data_config(loaded.data_config)  # uint8 frames to the device, normalised there
@@ -451,8 +521,8 @@ def evaluate(
         versions=versions(device), world_size=world, device=str(device),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights,
         gallery_rule={'query_added': add_query, 'setting': options.gallery_setting,
-                      'released_rule': add_query == get_spec(fmt).add_query_to_gallery,
-                      'description': gallery_description(fmt, add_query)},
+                      'released_rule': add_query == _released_gallery(options, fmt),
+                      'description': gallery_description(fmt, add_query, _released_gallery(options, fmt))},
         query_frames=options.query_frames,
         rerank=options.rerank.to_json() if options.rerank else None,
         aqe=options.aqe.to_json() if options.aqe else None,
@@ -471,10 +541,16 @@ def extract(
         model: str | Path | nn.Module | LoadedModel,
         tracklets: Sequence[InputTracklet | Sequence[str | Path | FrameImage]],
         options: EvalOptions | None = None,
+        *,
+        camids: Sequence[int] | None = None,
         **overrides: Any,
 ) -> torch.Tensor:
-    """(N, D) embeddings of your own tracklets, one per tracklet, under the test protocol (dense by default: all
-    frames, loop-padded 4-frame strided clips whose embeddings are averaged), exactly as ``sinet-extract``.
+    """(N, D) embeddings of your own tracklets, one per tracklet, under the test protocol (the model's own, dense
+    for the SINet family: all frames, loop-padded 4-frame strided clips whose embeddings are averaged), exactly as
+    ``sinet-extract``.
+
+    ``camids``: each tracklet's camera id, for models that take them (TF-CLIP; also ``InputTracklet.camid``); such
+    a model without them is an :class:`EvalError` unless ``camera_fallback='mean'``.
 
     ``tracklets``: :class:`~reid_eval.tracklets.InputTracklet` objects, lists of frame paths, or lists of in-memory
     frames (crops): PIL images, (H, W, 3) uint8 RGB arrays, uint8 tensors (3, H, W) or (H, W, 3), or float tensors
@@ -494,11 +570,25 @@ def extract(
     names = [t.name if isinstance(t, InputTracklet) else f'#{i}' for i, t in enumerate(tracklets)]
     # planned (and the frames checked) before the model is loaded, which may download weights; planned again in
     # the rare case that the model's clip length is not the family's 4
+    if camids is not None and len(camids) != len(frames):
+        raise EvalError(f'{len(camids)} camera ids for {len(frames)} tracklets: give one per tracklet')
+    cams = list(camids) if camids is not None else [getattr(t, 'camid', None) for t in tracklets]
     guess = options.clip_len or (model.clip_len if isinstance(model, LoadedModel) else 4)
-    plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode, guess, names)
+    plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode or 'dense', guess, names)
     loaded = load_model(model, data_config=options.data_config)
-    if (options.clip_len or loaded.clip_len) != plan.clip_len:
-        plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode, loaded.clip_len, names)
+    options = options.resolved(loaded.module)
+    apply_camera_fallback(loaded.module, options)
+    cameras = takes_cameras(loaded.module) and options.camera_fallback is None
+    if cameras and None in cams:
+        raise EvalError(f'{loaded.name} takes camera ids and {cams.count(None)} of {len(cams)} tracklets have none: '
+                        'give each its camera (camids=..., InputTracklet.camid; sinet-extract --camera N), or use '
+                        "the model's mean camera embedding (camera_fallback='mean'; --camera-fallback mean)")
+    clip_len = options.clip_len or options.test_protocol.clip_len or loaded.clip_len
+    tracks = [(f, i, c if cameras else 0) for i, (f, c) in enumerate(zip(frames, cams, strict=True))]
+    if cameras:
+        camera_ids_needed(loaded.module, options, cams, 'the input')
+    if clip_len != plan.clip_len or options.mode != plan.mode or cameras:
+        plan = ExtractPlan.build(tracks, options.mode, clip_len, names, cameras=cameras)
     device = resolve_device(options.device)
     module = for_inference(loaded.module, device)
     feats, _ = extract_features(module, plan, FramePreprocess.from_data_config(loaded.data_config), None, device,

@@ -290,13 +290,15 @@ class ExtractPlan:
     clip_len: int = 4
     names: list[str] | None = None  # for messages (default: the tracklet's index)
     images: list[FrameImage] | None = None  # in-memory frames the clips' integer entries index
+    camids: list[int] | None = None  # each tracklet's camera id, for models that take them (None: not passed)
 
     @classmethod
     def build(cls, tracklets: Sequence[Tracklet], mode: str, clip_len: int = 4,
-              names: Sequence[str] | None = None) -> ExtractPlan:
-        """The clips of ``tracklets`` under ``mode``. A tracklet's frames are all paths (``str``) or all in-memory
-        frames (:data:`FrameImage`, checked here with :func:`check_frame_image`: a bad one is a
-        :class:`~reid_eval.errors.TrackletInputError` naming the tracklet and frame)."""
+              names: Sequence[str] | None = None, cameras: bool = False) -> ExtractPlan:
+        """The clips of ``tracklets`` under protocol ``mode``. A tracklet's frames are all paths (``str``) or all
+        in-memory frames (:data:`FrameImage`, checked here with :func:`check_frame_image`: a bad one is a
+        :class:`~reid_eval.errors.TrackletInputError` naming the tracklet and frame). ``cameras``: keep each
+        tracklet's camera id, which the model then gets with every clip (``model(x, camids=...)``)."""
         clips, owner = [], []
         images: list[FrameImage] = []
 
@@ -319,8 +321,13 @@ class ExtractPlan:
             for c in make_clips(frames, mode, clip_len):
                 clips.append(c)
                 owner.append(t)
+        camids = None
+        if cameras:
+            camids = [c for _, _, c in tracklets]
+            if not all(is_int(c) and c >= 0 for c in camids):
+                raise TrackletInputError(f'camera ids must be integers >= 0, got {sorted(set(map(repr, camids)))[:5]}')
         return cls(clips, owner, len(tracklets), mode, clip_len, list(names) if names is not None else None,
-                   images or None)
+                   images or None, [int(c) for c in camids] if camids is not None else None)
 
     def name(self, t: int) -> str:
         return self.names[t] if self.names is not None else f'#{t}'
@@ -330,6 +337,8 @@ class ExtractPlan:
         h = hashlib.sha256()
         for o, c in zip(self.owner, self.clips, strict=True):
             h.update(f'{o}|{"|".join(map(str, c))}\n'.encode('utf-8', 'surrogateescape'))
+        if self.camids is not None:  # the model sees them: they are part of what the features are
+            h.update(f'cameras:{",".join(map(str, self.camids))}'.encode())
         return h.hexdigest()
 
     def files_digest(self, lo: int = 0, hi: int | None = None) -> str:
@@ -548,8 +557,14 @@ def extract_features(
                 events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
                 events[-1][0].record()
             tm = time.perf_counter()
+            if cast is not None:
+                x = x.to(cast)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                emb = check_embeddings(model, model(x if cast is None else x.to(cast)), len(idx), width)
+                if plan.camids is None:
+                    out = model(x)
+                else:
+                    out = model(x, camids=torch.tensor([plan.camids[plan.owner[i]] for i in idx], device=device))
+                emb = check_embeddings(model, out, len(idx), width)
             width = emb.shape[1]
             embs.append(emb.float())
             if use_cuda:

@@ -43,7 +43,7 @@ from sinet_timm.network import hub_or_cache
 from .errors import EvalError, ModelOutputError
 
 __all__ = ['CHECKPOINT_SUFFIXES', 'FrameAverage', 'LoadedModel', 'MODEL_INPUTS', 'check_model_name', 'for_inference',
-           'computation_key', 'load_model', 'weights_sha256']
+           'computation_key', 'is_video_model', 'load_model', 'takes_cameras', 'weights_sha256']
 
 MODEL_INPUTS = ('auto', 'clips', 'frames')
 CHECKPOINT_SUFFIXES = ('.pth', '.tar', '.pt', '.safetensors')
@@ -186,6 +186,21 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
+def is_video_model(module: nn.Module) -> bool:
+    """Whether ``module`` takes clips ``(B, T, 3, H, W)``: this package's families (their pretrained cfg names a
+    test protocol) do; a timm image model does not."""
+    module = getattr(module, '_orig_mod', module)
+    cfg = getattr(module, 'pretrained_cfg', None) or {}
+    return isinstance(module, VideoReIDNet) or bool(cfg.get('protocol'))
+
+
+def takes_cameras(module: nn.Module) -> bool:
+    """Whether ``module`` takes camera ids (``forward(x, camids=...)``), as its pretrained cfg declares
+    (``camera_input``)."""
+    cfg = getattr(getattr(module, '_orig_mod', module), 'pretrained_cfg', None) or {}
+    return bool(cfg.get('camera_input'))
+
+
 def check_materialised(model: nn.Module) -> None:
     """A :class:`ModelOutputError` for a model with weights on the meta device (created without data)."""
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
@@ -319,7 +334,7 @@ def load_model(
     if not finite:  # said once, here; a run that produces NaN embeddings says it again
         warnings.warn(f'the weights of {label} ({weights}) hold NaN or Inf values: its embeddings will not be finite',
                       NonFiniteWeightsWarning, stacklevel=2)
-    video = isinstance(module, VideoReIDNet)
+    video = is_video_model(module)
     frames = input == 'frames' or (input == 'auto' and not video and bool(getattr(module, 'pretrained_cfg', None)))
     if frames:
         if video:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 # the choices of the library's options, repeated so that parsing needs no torch import (a test checks they match)
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
-MODES = ('dense', 'sampled')
+MODES = ('dense', 'sampled', 'vkd', 'tfclip')  # reid_eval.protocol.PROTOCOLS
+CAMERA_FALLBACKS = ('mean',)
 RANKERS = ('numpy', 'torchreid')
 GALLERY_RULES = ('auto', 'yes', 'no')
 RERANK_DEFAULTS = {'k1': 20, 'k2': 6, 'lambda_value': 0.3}  # reid_eval.RerankOptions()
