@@ -173,3 +173,35 @@ def test_sinet_extract_takes_a_camera(prid, tmp_path, capsys):
                          str(out)]) == 0
     with safe_open(str(out), framework='pt') as f:
         assert f.get_tensor('features').shape[0] == 2 and json.loads(f.metadata()['clip_len']) in (4, 8)
+
+
+# Computed with the code before protocols became data (commit 35ae894), on the data each test makes: the dense
+# protocol's numbers, gallery features and protocol text must not move on any dataset layout. (That run and this
+# code also gave bit-identical features: sha256 of the query and gallery features, checked when the change landed.)
+DENSE = ('dense; cosine distance; same-identity same-camera gallery entries removed (torchreid Market-1501 '
+         'ranking, numpy ranker); ')
+ADDED, ALONE = 'MARS gallery = query + gallery', '{} gallery = gallery only (query not added)'
+GOLDEN = [
+    ('mars', 'sinet_r50', 72.91666666666666, 75.0, 709758.5441328445, DENSE + ADDED),
+    ('mars', 'sanet_r50', 81.25, 75.0, 390223.6381077422, DENSE + ADDED),
+    ('lsvid', 'sinet_r50', 100.0, 100.0, 239979.67711581476, DENSE + ALONE.format('LS-VID')),
+    ('lsvid', 'sanet_r50', 100.0, 100.0, 130453.24586554989, DENSE + ALONE.format('LS-VID')),
+    ('ilidsvid', 'sinet_r50', 100.0, 100.0, 198425.05126061384, DENSE + ALONE.format('iLIDS-VID')),
+    ('ilidsvid', 'sanet_r50', 100.0, 100.0, 106335.98487119062, DENSE + ALONE.format('iLIDS-VID')),
+    ('prid2011', 'sinet_r50', 100.0, 100.0, 194251.07327656634, DENSE + ALONE.format('PRID-2011')),
+    ('prid2011', 'sanet_r50', 100.0, 100.0, 107504.78219871048, DENSE + ALONE.format('PRID-2011')),
+    ('dukev', 'sinet_r50', 100.0, 100.0, 520622.68227644503, DENSE + ALONE.format('DukeMTMC-VideoReID')),
+    ('dukev', 'sanet_r50', 100.0, 100.0, 288528.79510402645, DENSE + ALONE.format('DukeMTMC-VideoReID')),
+]
+
+
+@pytest.mark.slow  # ten SINet / SANet evaluations at 256x128: about 2 min
+@pytest.mark.parametrize('layout, arch, mAP, rank1, feature_sum, protocol', GOLDEN)
+def test_sinet_and_sanet_results_are_unchanged_on_every_layout(tmp_path_factory, layout, arch, mAP, rank1,
+                                                               feature_sum, protocol):
+    root = make_synthetic(layout, tmp_path_factory.getbasetemp() / 'golden' / layout, num_ids=4, lengths=(1, 3, 6))
+    res = reid_eval.evaluate(arch, layout, root, pretrained=False, seed=0, workers=0, progress=False, device='cpu',
+                             cache=False)
+    assert (res.metrics['mAP'], res.metrics['rank1'], res.per_split[0].protocol) == (mAP, rank1, protocol)
+    assert res.mode == 'dense'
+    assert float(res.gallery.features.double().sum()) == pytest.approx(feature_sum, rel=1e-6)
