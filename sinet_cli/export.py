@@ -42,9 +42,12 @@ def _export(args: argparse.Namespace) -> int:
     import torch
 
     import sinet_timm  # noqa: F401  (registers the family)
+    from sinet_timm.convert import check_local_dir
     from sinet_timm.export import export_onnx
 
     name = f'local-dir:{args.model}' if Path(args.model).is_dir() else args.model
+    if name.startswith('local-dir:'):  # missing, truncated or pickle-only: one line before timm reads it
+        check_local_dir(name.split(':', 1)[1])
     if args.no_pretrained:
         torch.manual_seed(args.seed)
     try:

@@ -9,6 +9,7 @@ as data).
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from contextlib import AbstractContextManager
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
@@ -26,8 +27,9 @@ from .archs import ARCHITECTURES, canonical_arch
 from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
 
-__all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released',
-           'numpy_scalars_allowed', 'reid_config', 'sha256_of']
+__all__ = ['HEAD_PREFIXES', 'check_local_dir', 'convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file',
+           'load_released', 'mismatch_summary', 'numpy_scalars_allowed', 'reid_config',
+           'sha256_of']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
 INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
@@ -80,6 +82,48 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix('module.'): v for k, v in obj.items()}
 
 
+LOCAL_DIR_EXPECTED = ("expected a folder with config.json and model.safetensors, as sinet-convert, sinet-train and "
+                      "timm's save_for_hf write")
+_PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.tar', '.ckpt', '.pkl')
+
+
+def check_local_dir(folder: str | Path) -> dict[str, Any]:
+    """What a ``local-dir:`` name needs, checked before timm reads anything: a folder, its ``config.json`` (JSON
+    naming an architecture) and a complete ``model.safetensors``; returns the parsed config.
+
+    A folder holding only pickle files (``pytorch_model.bin``, ``.pth``) is refused: unpickling can run code, and
+    ``sinet-convert`` turns such a file into ``model.safetensors`` once. Raises :class:`CheckpointError`.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f'{folder} is not a folder; {LOCAL_DIR_EXPECTED}')
+    config = folder / 'config.json'
+    try:
+        cfg = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f'{config} is missing; {LOCAL_DIR_EXPECTED}') from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{config} is not a readable JSON file ({e}); {LOCAL_DIR_EXPECTED}') from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
+        raise CheckpointError(f'{config} names no architecture ("architecture": "..."); {LOCAL_DIR_EXPECTED}')
+    weights = folder / 'model.safetensors'
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(_PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(
+                f'{folder} has no model.safetensors, only {", ".join(pickles)}: a pickle, which is not loaded '
+                f'(unpickling can run code). Convert it once: `sinet-convert {folder / pickles[0]} NEW_FOLDER` '
+                '(SINet/SANet weights), then load local-dir:NEW_FOLDER')
+        raise CheckpointError(f'{weights} is missing; {LOCAL_DIR_EXPECTED}')
+    try:
+        with safe_open(str(weights), framework='pt') as f:
+            f.keys()  # the header is checked against the file's size: a truncated file fails here
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f'{weights} is truncated or not a safetensors file ({e}); write or download it '
+                              'again') from None
+    return cfg
+
+
 def _why_unreadable(path: Path, e: BaseException) -> str:
     """What is wrong with a file torch.load(weights_only=True) refused, without torch's advice to unpickle it."""
     if isinstance(e, pickle.UnpicklingError):
@@ -129,6 +173,28 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
             more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
             lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:limit]) + more)
     return '\n'.join(lines)
+
+
+# training heads: a checkpoint may lack them (or hold other sizes) and still load, the head being re-initialised
+HEAD_PREFIXES = ('classifier.', 'projection.')
+
+
+def mismatch_summary(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, limit: int = 3,
+                     ignore: tuple[str, ...] = HEAD_PREFIXES) -> str:
+    """One line naming the tensors of ``state_dict`` that do not fit ``model`` ('' when the body fits): missing,
+    unexpected and differently shaped, the training heads (``ignore`` prefixes) left out."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(ignore)}
+    theirs = {k: v for k, v in state_dict.items() if not k.startswith(ignore)}
+    groups = (('missing', [k for k in own if k not in theirs]),
+              ('unexpected', [k for k in theirs if k not in own]),
+              ('of another shape', [f'{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}'
+                                    for k in own if k in theirs and tuple(theirs[k].shape) != tuple(own[k].shape)]))
+    parts = []
+    for title, items in groups:
+        if items:
+            more = ', ...' if len(items) > limit else ''
+            parts.append(f'{len(items)} tensor(s) {title} ({", ".join(items[:limit])}{more})')
+    return '; '.join(parts)
 
 
 def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,

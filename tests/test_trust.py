@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from conftest import child_env, interrupted_eval
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file as safetensors_load
 from safetensors.torch import save_file
 from timm.models import save_for_hf
 
@@ -237,6 +239,58 @@ def test_bad_models_and_checkpoints_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count('\n') == 1 and err.startswith('error: ') and message in err, err
         assert 'weights_only=False' not in err and 'Traceback' not in err
+
+
+def _hub_folder(folder: Path, model: torch.nn.Module, **config_changes) -> Path:
+    """A Hub-ready folder (timm's save_for_hf) with config.json fields changed."""
+    save_for_hf(model, str(folder), safe_serialization=True)
+    cfg = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps({**cfg, **config_changes}))
+    return folder
+
+
+def test_local_dir_loads_are_strict(tmp_path, capsys):
+    """A local-dir: folder loads all or nothing, as --checkpoint does: a missing tensor, a config.json naming
+    another architecture, a truncated or missing model.safetensors, a folder holding only a pickle: one line,
+    exit 2, never metrics of random tensors."""
+    torch.manual_seed(0)
+    trained = timm.create_model('vreid_r50', num_classes=10)  # a classifier: timm then loads num_classes=0 loosely
+    missing = _hub_folder(tmp_path / 'missing', trained)
+    state = dict(safetensors_load(str(missing / 'model.safetensors')))
+    save_file({k: v for k, v in state.items() if k != 'bn1.bias'}, str(missing / 'model.safetensors'))
+    other = _hub_folder(tmp_path / 'other', trained, architecture='sinet_r50')
+    truncated = _hub_folder(tmp_path / 'truncated', trained)
+    data = (truncated / 'model.safetensors').read_bytes()
+    (truncated / 'model.safetensors').write_bytes(data[:len(data) // 2])
+    absent = _hub_folder(tmp_path / 'absent', trained)
+    (absent / 'model.safetensors').unlink()
+    pickled = _hub_folder(tmp_path / 'pickled', trained)
+    (pickled / 'model.safetensors').unlink()
+    torch.save(state, pickled / 'pytorch_model.bin')
+    cases = [(missing, 'does not fit vreid_r50: 1 tensor(s) missing (bn1.bias)'),
+             (other, '(config.json names sinet_r50) does not fit sinet_r50: 132 tensor(s) missing (layer2.2.reduce.'),
+             (truncated, f'{truncated / "model.safetensors"} is truncated or not a safetensors file'),
+             (absent, f'{absent / "model.safetensors"} is missing'),
+             (pickled, 'only pytorch_model.bin: a pickle, which is not loaded (unpickling can run code). Convert it '
+                       f'once: `sinet-convert {pickled / "pytorch_model.bin"} NEW_FOLDER`')]
+    for folder, message in cases:
+        assert eval_main(['--model', f'local-dir:{folder}', '--dataset', 'synthetic',
+                          '--output', str(tmp_path / 'r.json')]) == 2
+        out, err = capsys.readouterr()
+        assert err.count('\n') == 1 and err.startswith('error: ') and message in err, err
+        assert 'mAP' not in out and not (tmp_path / 'r.json').exists()
+        assert folder != other or 'The weights look like vreid_r50' in err
+    with pytest.raises(CheckpointError, match=re.escape(cases[0][1])):  # timm.create_model itself (our builder)
+        timm.create_model(f'local-dir:{missing}', pretrained=True, num_classes=0)
+
+
+def test_local_dir_of_an_image_model_is_strict_too(tmp_path):
+    """A timm image model's folder whose config.json names another architecture (resnet18 weights, resnet34 in
+    config.json): timm would fill the layers resnet18 lacks with random tensors."""
+    folder = _hub_folder(tmp_path / 'r18', timm.create_model('resnet18', num_classes=10), architecture='resnet34')
+    with pytest.raises(CheckpointError, match=r'config.json names resnet34\) does not fit resnet34: \d+ tensor\(s\) '
+                                              r'missing \(layer1.2.conv1.weight'):
+        reid_eval.load_model(f'local-dir:{folder}')
 
 
 def test_outputs_that_are_folders_or_lie_under_files(tmp_path, capsys):
