@@ -127,6 +127,19 @@ def test_track_file_forms(tmp_path):
     assert video.clip_box(row._replace(x=70.0), 64, 48) is None
 
 
+def test_track_ids_above_2_to_the_53_stay_apart(tmp_path):
+    """Ids are parsed as integers, not floats: 2**53 and 2**53 + 1 (one float) are two people."""
+    big = 2 ** 53
+    f = tmp_path / 't.txt'
+    f.write_text(f'1,{big},0,0,5,5\n2,{big + 1},0,0,5,5\n3,{big + 1}.0,0,0,5,5\n4,7e3,0,0,5,5\n')
+    tf = video.read_tracks(f)
+    assert list(tf.tracks) == [7000, big, big + 1]
+    assert [r.frame for r in tf.tracks[big + 1]] == [2, 3]
+    f.write_text(f'1,{big}.5,0,0,5,5\n')
+    with pytest.raises(TrackletInputError, match=f"line 1: the track id '{big}.5' is not a whole number"):
+        video.read_tracks(f)
+
+
 def test_crops_are_the_frames_pixels(known):
     opts = video.VideoOptions(min_frames=2)
     vt = video.read_video_tracks(known['video'], known['tracks'], opts)
