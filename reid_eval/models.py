@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from sinet_timm._zoo import zoo_problem
 from sinet_timm.archs import ARCHITECTURES
 from sinet_timm.convert import check_local_dir, load_released, mismatch_summary
 from sinet_timm.errors import CheckpointError, SinetTimmError, WeightsUnavailableError
@@ -167,7 +168,9 @@ def _create(name: str, pretrained: bool) -> nn.Module:
         raise
     except RuntimeError as e:
         if 'Invalid pretrained tag' in str(e) or 'Unknown model' in str(e):
-            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags.') from None
+            zoo = f' ({problem})' if (problem := zoo_problem()) else ''
+            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags{zoo}.'
+                            ) from None
         if folder is not None and 'loading state_dict' in str(e):  # torch's strict load of a timm image model
             first = str(e).replace('\n', ' ').replace('\t', '')
             raise CheckpointError(f'{name}: model.safetensors does not fit its config.json: {first[:300]}') from None

@@ -42,6 +42,7 @@ def _export(args: argparse.Namespace) -> int:
     import torch
 
     import sinet_timm  # noqa: F401  (registers the family)
+    from sinet_timm._zoo import zoo_problem
     from sinet_timm.convert import check_local_dir
     from sinet_timm.export import export_onnx
 
@@ -53,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         model = timm.create_model(name, pretrained=not args.no_pretrained, num_classes=0)
     except RuntimeError as e:  # timm: unknown model or tag
-        return fail(f'{args.model}: {e}')
+        return fail(f'{args.model}: {e}' + (f' ({problem})' if (problem := zoo_problem()) else ''))
     report = export_onnx(model, args.output, frames=args.frames, image=args.image, batch=args.batch, opset=args.opset,
                          overwrite=args.overwrite, check=not args.no_check)
     shape = ', '.join(str(d) for d in report.input_shape)

@@ -377,6 +377,20 @@ def test_a_malformed_zoo_file_leaves_the_others_usable(tmp_path):
         "'<stream end>'); this entry is left out of the zoo"], r.stderr
 
 
+def test_a_zoo_dir_that_does_not_exist_leaves_the_commands_working(tmp_path):
+    """SINET_TIMM_ZOO_DIR naming no folder: the import works (an empty zoo, one warning line); asking for a zoo
+    entry is then one line saying why it is missing, exit 2."""
+    code = 'import sys; from sinet_cli.eval import main; sys.exit(main(sys.argv[1:]))'
+    r = subprocess.run([sys.executable, '-c', code, '--model', 'sinet_r50.mars', '--dataset', 'synthetic',
+                        '--output', str(tmp_path / 'r.json')], capture_output=True, text=True, timeout=120,
+                       env=child_env(SINET_TIMM_ZOO_DIR=str(tmp_path / 'nowhere')))
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2 and 'Traceback' not in r.stderr, r.stderr
+    problem = f'SINET_TIMM_ZOO_DIR={tmp_path / "nowhere"} is not a folder: the zoo is empty'
+    assert lines[0].startswith(f'warning: {problem}')
+    assert lines[1].startswith('error: sinet_r50.mars: Invalid pretrained tag') and problem in lines[1]
+
+
 def test_ctrl_c_is_one_line(prid, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during extraction: one line saying what
     a rerun resumes, exit status 130, no traceback from the command or its decoding worker."""
