@@ -1,7 +1,9 @@
 """Your own footage: in-memory crops, video files with tracker output, matches across cameras (CPU, offline, tiny)."""
 from __future__ import annotations
 
+import io
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from PIL import Image
 
 import reid_eval
 from reid_eval import search, video, viz
-from reid_eval.errors import EvalError, FrameReadError, TrackletInputError
+from reid_eval.errors import EvalError, FrameReadError, TrackletInputError, VizError
 from reid_eval.featurefile import load_features
 from reid_eval.synthetic import DemoVideos, make_demo_videos
 from reid_eval.thumbnails import decode_thumbnail
@@ -93,6 +95,33 @@ def test_bad_in_memory_frames_are_named(model, crops, tmp_path, frame, message):
     with pytest.raises(TrackletInputError, match='tracklet' if mixed else 'frame 1 of tracklet') as e:
         reid_eval.extract(model, [crops[0], tracklet], **SMALL)
     assert message in str(e.value) and "'#1'" in str(e.value)
+
+
+def _bomb_jpeg(path: Path, width: int = 13000, height: int = 15000) -> Path:
+    """A valid 8x8 JPEG whose header claims ``width x height`` pixels (what PIL checks before decoding)."""
+    buf = io.BytesIO()
+    Image.new('RGB', (8, 8), (1, 2, 3)).save(buf, 'JPEG')
+    data = bytearray(buf.getvalue())
+    sof = data.index(b'\xff\xc0')  # baseline frame header: length, precision, height, width
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_frame_of_absurd_size_is_named(model, crops, tmp_path, capsys):
+    """PIL's DecompressionBombError (not an OSError) was a traceback: it is a FrameReadError naming the file."""
+    frames = _save_folder(tmp_path / 'alice', crops[0][:2])
+    bomb = _bomb_jpeg(tmp_path / 'alice' / '3.jpg')
+    with pytest.raises(FrameReadError, match='decompression bombs') as e:
+        reid_eval.extract(model, [[*frames, str(bomb)]], **SMALL)
+    assert e.value.path == str(bomb) and '195000000 pixels' in str(e.value)
+    assert extract_cmd.main([str(bomb.parent), '-o', str(tmp_path / 'f.safetensors'), *MODEL]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f'error: cannot read frame {bomb}: its size (195000000 pixels)'), err
+    assert not any('Traceback' in line for line in err) and not (tmp_path / 'f.safetensors').exists()
+    with pytest.raises(VizError, match='a thumbnail in the features file cannot be decoded'):
+        decode_thumbnail(bomb.read_bytes())
 
 
 # ---------------------------------------------------------------------------------------------------------
