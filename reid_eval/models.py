@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 from sinet_timm._zoo import zoo_problem
 from sinet_timm.archs import ARCHITECTURES
-from sinet_timm.convert import check_local_dir, load_released, mismatch_summary
+from sinet_timm.convert import check_local_dir, load_released, mismatch_summary, nonfinite_tensors
 from sinet_timm.errors import CheckpointError, SinetTimmError, WeightsUnavailableError
 from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
 from sinet_timm.network import hub_or_cache
@@ -109,8 +109,7 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
 
 def nonfinite_weights(model: nn.Module) -> list[str]:
     """The floating-point tensors of ``model``'s state (a compiled model's original module) holding NaN or Inf."""
-    state = getattr(model, '_orig_mod', model).state_dict()
-    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return nonfinite_tensors(getattr(model, '_orig_mod', model).state_dict())
 
 
 def _data_config(module: nn.Module, override: dict[str, Any] | None) -> dict[str, Any]:

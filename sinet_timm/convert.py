@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import warnings
 import zipfile
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -27,9 +28,9 @@ from .archs import ARCHITECTURES, canonical_arch
 from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
 
-__all__ = ['HEAD_PREFIXES', 'check_local_dir', 'convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file',
-           'load_released', 'mismatch_summary', 'numpy_scalars_allowed', 'reid_config',
-           'sha256_of']
+__all__ = ['HEAD_PREFIXES', 'NonFiniteWeightsWarning', 'check_local_dir', 'convert', 'describe_mismatch',
+           'infer_arch', 'load_checkpoint_file', 'load_released', 'mismatch_summary', 'nonfinite_tensors',
+           'numpy_scalars_allowed', 'reid_config', 'sha256_of']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
 INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
@@ -197,6 +198,15 @@ def mismatch_summary(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
     return '; '.join(parts)
 
 
+class NonFiniteWeightsWarning(UserWarning):
+    """Weights holding NaN or Inf were converted because the caller allowed it (``allow_nonfinite``)."""
+
+
+def nonfinite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """The floating-point tensors of ``state_dict`` holding NaN or Inf."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,
                   img_size: tuple[int, int] | None = None) -> VideoReIDNet:
     """Build the model for a released (or converted) checkpoint and load it strictly; eval mode.
@@ -249,13 +259,16 @@ def convert(
         pretrained_cfg: dict[str, Any] | None = None,
         expected_num_classes: int | None = None,
         extra_config: dict[str, Any] | None = None,
+        allow_nonfinite: bool = False,
 ) -> Path:
     """Convert ``src`` into a Hub-ready folder (model.safetensors + config.json); returns the folder.
 
     ``pretrained_cfg`` (e.g. a zoo entry's cfg, with its ``tag``) becomes the ``pretrained_cfg`` of config.json;
     without it the cfg is the architecture's defaults minus the ImageNet-init tag, notes and Hub id (the weights
     are not the ImageNet init). ``expected_num_classes`` refuses a checkpoint whose classifier has another size
-    (:class:`NumClassesMismatch`). ``extra_config`` is merged into config.json's ``reid`` fields.
+    (:class:`NumClassesMismatch`). ``extra_config`` is merged into config.json's ``reid`` fields. Weights holding
+    NaN or Inf are refused (:class:`CheckpointError`: their embeddings would not be finite) unless
+    ``allow_nonfinite``, which writes them with a :class:`NonFiniteWeightsWarning`.
     """
     src, out_dir = Path(src), Path(out_dir)
     _check_output_folder(out_dir)
@@ -272,6 +285,12 @@ def convert(
     model = load_released(src, arch, img_size=img_size)
     if expected_num_classes is not None and model.num_classes != expected_num_classes:
         raise NumClassesMismatch(src, model.num_classes, expected_num_classes)
+    if bad := nonfinite_tensors(model.state_dict()):
+        what = (f'{src} holds NaN or Inf values in {len(bad)} tensor(s) (e.g. {bad[0]}): a training run that '
+                'diverged or a damaged file, whose embeddings would not be finite')
+        if not allow_nonfinite:
+            raise CheckpointError(f'{what}. Convert another checkpoint, or pass --allow-nonfinite to write it anyway')
+        warnings.warn(f'{what}; written anyway (--allow-nonfinite)', NonFiniteWeightsWarning, stacklevel=2)
     src_info = dict(source or {})
     src_info.update(filename=src.name, sha256=digest)
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in INIT_ONLY_CFG_KEYS}
