@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import shutil
 import warnings
 import zipfile
 from contextlib import AbstractContextManager
@@ -25,8 +27,9 @@ from safetensors.torch import load_file
 from timm.models import save_for_hf
 
 from .archs import ARCHITECTURES, canonical_arch
-from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
+from .errors import CheckpointError, NumClassesMismatch, OutputExistsError, OutputWriteError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
+from .paths import write_failure_reason
 
 __all__ = ['HEAD_PREFIXES', 'NonFiniteWeightsWarning', 'check_local_dir', 'convert', 'describe_mismatch',
            'infer_arch', 'load_checkpoint_file', 'load_released', 'mismatch_summary', 'nonfinite_tensors',
@@ -299,9 +302,20 @@ def convert(
     model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg
     config = reid_config(model, dataset, src_info)
     config['reid'].update(extra_config or {})
-    # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
-    save_for_hf(model, str(out_dir), model_config=config, model_args={'img_size': list(model.img_size)},
-                safe_serialization=True)
+    # written into a folder beside, then moved in: a full disk or a read-only folder is one OutputWriteError and
+    # leaves the files already in out_dir whole (only the two files written are replaced)
+    tmp_dir = out_dir.with_name(f'.{out_dir.name}.{os.getpid()}.tmp')
+    try:
+        # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
+        save_for_hf(model, str(tmp_dir), model_config=config, model_args={'img_size': list(model.img_size)},
+                    safe_serialization=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp_dir.iterdir()):
+            os.replace(f, out_dir / f.name)
+    except (OSError, SafetensorError) as e:
+        raise OutputWriteError(out_dir, write_failure_reason(e)) from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # the temporary folder made above, nothing else
     return out_dir
 
 

@@ -32,6 +32,7 @@ import torch
 
 from .errors import OutputExistsError, SinetTimmError
 from .framewise import VideoReIDNet
+from .paths import replace_file
 
 __all__ = ['ExportError', 'ExportReport', 'check_onnx', 'export_onnx']
 
@@ -157,23 +158,25 @@ def export_onnx(model: VideoReIDNet, output: str | Path, *, frames: int = 4, ima
     model = model.eval()
     example = _example(model, frames, image, batch, seed=0)
     name = 'images' if image else 'clips'
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f'cannot create the folder of {output}: {e.strerror or e}; choose another --output') from None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter('ignore')  # the exporter's deprecation and tracing chatter
-        try:
-            torch.onnx.export(model, (example,), str(output), dynamo=True, input_names=[name],
-                              output_names=['embedding'], dynamic_shapes={'x': {0: torch.export.Dim('batch')}},
-                              external_data=False, opset_version=opset, verbose=False)
-        except Exception as e:  # the exporter raises many types; say which step failed, in one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f'torch.onnx.export failed: {type(e).__name__}: {first}') from e
-    written = _written_opset(output)
-    if opset is not None and written != opset:
-        raise ExportError(f'torch\'s exporter wrote {output} in opset {written}, not the --opset {opset} asked for '
-                          '(the file is left as written); leave --opset out for its default')
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter('ignore')  # the exporter's deprecation and tracing chatter
+            try:
+                torch.onnx.export(model, (example,), str(tmp), dynamo=True, input_names=[name],
+                                  output_names=['embedding'], dynamic_shapes={'x': {0: torch.export.Dim('batch')}},
+                                  external_data=False, opset_version=opset, verbose=False)
+            except OSError:
+                raise  # a full disk or a read-only folder: replace_file says which file
+            except Exception as e:  # the exporter raises many types; say which step failed, in one line
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExportError(f'torch.onnx.export failed: {type(e).__name__}: {first}') from e
+        written = _written_opset(tmp)
+        if opset is not None and written != opset:  # refused before it replaces anything at output
+            raise ExportError(f'torch\'s exporter wrote opset {written}, not the --opset {opset} asked for; leave '
+                              '--opset out for its default')
+
+    replace_file(output, write)  # beside, then renamed: a failure leaves an existing file whole
     shape: tuple[str | int, ...] = ('batch', *example.shape[1:])
     report = ExportReport(output, name, shape, model.num_features)
     return check_onnx(model, report, frames=frames, image=image) if check else report

@@ -2,9 +2,12 @@
 line (exit 2) and lose nothing. Every file here is corrupted by the test itself."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,7 +33,8 @@ from sinet_cli import extract as extract_cmd
 from sinet_cli import search as search_cmd
 from sinet_cli import viz as viz_cmd
 from sinet_cli.eval import main as eval_main
-from sinet_timm.errors import CheckpointError
+from sinet_timm.errors import CheckpointError, OutputWriteError
+from sinet_timm.paths import replace_file
 
 FAST = ['--mode', 'sampled', '--workers', '0', '--no-progress', '--device', 'cpu']
 
@@ -314,6 +318,66 @@ def test_outputs_that_are_folders_or_lie_under_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'is a folder; give a file name' in err and err.count('\n') == 1
     assert os.listdir(tmp_path / 'outdir') == ['keep.txt'] and time.perf_counter() - t0 < 30
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int):
+    """Files of this process may not grow past ``limit`` bytes (EFBIG, as on a full disk; Python ignores SIGXFSZ);
+    the limit is lifted on leaving."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_failed_writes_keep_what_was_there(tmp_path):
+    """Outputs are written beside and renamed: a failed write is one OutputWriteError naming the file and leaves
+    an existing file whole, no partial file behind; a folder is never replaced; a device is written directly."""
+    mine = tmp_path / 'r.json'
+    mine.write_text('mine')
+
+    def half_then_full(tmp: Path) -> None:
+        tmp.write_text('{"half": ')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OutputWriteError, match=f'could not write {mine}: No space left on device'):
+        replace_file(mine, half_then_full)
+    assert mine.read_text() == 'mine' and os.listdir(tmp_path) == ['r.json']
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'folder' / 'keep.txt').write_text('mine')
+    with pytest.raises(OutputWriteError, match='it is a folder'):
+        replace_file(tmp_path / 'folder', lambda tmp: tmp.write_text('{}'))
+    assert os.listdir(tmp_path / 'folder') == ['keep.txt']
+    with pytest.raises(OutputWriteError, match='could not write /dev/full: No space left on device'):
+        replace_file('/dev/full', lambda tmp: tmp.write_text('{}'))
+
+
+def test_results_that_cannot_be_written_are_one_line_after_the_metrics(tmp_path, capsys):
+    """sinet-eval on a full disk (stand-in: a file size limit) prints the metrics, then one line saying what could
+    not be written (exit 2); --overwrite never replaces a folder, and is refused before the run."""
+    tiny = make_synthetic('prid2011', tmp_path / 'data', num_ids=4, lengths=(1, 2))  # 16 frames
+    tmp_path = tmp_path / 'out'
+    tmp_path.mkdir()
+    out = tmp_path / 'r.json'
+    out.write_text('mine')
+    args = ['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', str(tiny), *FAST,
+            '--no-cache', '--save-features', '--output', str(out), '--overwrite']
+    with _file_size_limit(4096):
+        code = eval_main(args)
+    captured = capsys.readouterr()
+    assert code == 2 and 'ours' in captured.out and 'mAP' in captured.out, captured
+    features = tmp_path / 'r.features.safetensors'
+    assert captured.err == (f'error: could not write {features}: File too large; the metrics above are not saved in '
+                            f'{out}\n'), captured.err
+    assert out.read_text() == 'mine' and sorted(os.listdir(tmp_path)) == ['r.json']
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'notes.txt').write_text('mine')
+    assert eval_main([*args[:-2], str(tmp_path / 'runs'), '--overwrite']) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f'error: --output {tmp_path / "runs"} is a folder') and 'mAP' not in captured.out
+    assert os.listdir(tmp_path / 'runs') == ['notes.txt']
 
 
 def test_paths_with_bytes_that_are_not_utf8(prid, tmp_path, capsys):
