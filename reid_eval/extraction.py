@@ -116,6 +116,10 @@ def open_frame(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert('RGB')
+    except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against images of absurd size
+        size = str(e).split(',')[0].removeprefix('Image size').strip()  # '(N pixels) exceeds limit of M pixels'
+        raise FrameReadError(path, f'its size {size}: PIL refuses to decode it (a guard against decompression '
+                                   'bombs)', 'Frames are person crops: crop or downscale it') from None
     except (OSError, SyntaxError, ValueError) as e:
         raise FrameReadError(path, str(e)) from None
 

@@ -33,10 +33,12 @@ import timm
 import timm.data
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
+from sinet_timm._zoo import zoo_problem
 from sinet_timm.archs import ARCHITECTURES
-from sinet_timm.convert import load_released
-from sinet_timm.errors import WeightsUnavailableError
+from sinet_timm.convert import check_local_dir, load_released, mismatch_summary, nonfinite_tensors
+from sinet_timm.errors import CheckpointError, SinetTimmError, WeightsUnavailableError
 from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
 from sinet_timm.network import hub_or_cache
 
@@ -211,8 +213,7 @@ def check_materialised(model: nn.Module) -> None:
 
 def nonfinite_weights(model: nn.Module) -> list[str]:
     """The floating-point tensors of ``model``'s state (a compiled model's original module) holding NaN or Inf."""
-    state = getattr(model, '_orig_mod', model).state_dict()
-    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return nonfinite_tensors(getattr(model, '_orig_mod', model).state_dict())
 
 
 def _data_config(module: nn.Module, override: dict[str, Any] | None) -> dict[str, Any]:
@@ -237,36 +238,45 @@ def check_model_name(name: str) -> None:
         raise _unknown_model(name)
 
 
-def _check_local_dir(name: str) -> None:
-    """A ``local-dir:`` folder exists and its config.json is readable JSON (timm would raise from deep inside)."""
+def _local_dir(name: str) -> Path:
+    """The folder of a ``local-dir:`` name, checked (a folder, config.json naming an architecture, a complete
+    model.safetensors; never a pickle) before timm reads it from deep inside."""
     folder = Path(name.split(':', 1)[1]).expanduser()
-    expected = ('expected a folder with config.json and model.safetensors, as sinet-convert, sinet-train and timm\'s '
-                'save_for_hf write')
-    if not folder.is_dir():
-        raise EvalError(f'{name}: {folder} is not a folder; {expected}')
-    config = folder / 'config.json'
-    try:
-        cfg = json.loads(config.read_text())
-    except FileNotFoundError:
-        raise EvalError(f'{name}: {config} is missing; {expected}') from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalError(f'{config} is not a readable JSON file ({e}); {expected}') from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
-        raise EvalError(f'{config} names no architecture ("architecture": "..."); {expected}')
+    check_local_dir(folder)
+    return folder
+
+
+def _check_strict(module: nn.Module, folder: Path, name: str) -> None:
+    """A timm image model from a ``local-dir:`` folder got every tensor of its body from model.safetensors, and
+    every tensor there has a place in it. timm loads non-strictly when the classifier sizes differ (always, with
+    ``num_classes=0``): missing tensors would keep their random init, a folder whose config.json names another
+    architecture would load partly. (The video family's builder checks its own loads.)"""
+    heads = (getattr(module, 'pretrained_cfg', None) or {}).get('classifier') or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    state = load_file(str(folder / 'model.safetensors'))
+    problems = mismatch_summary(state, module, ignore=tuple(f'{h}.' for h in heads))
+    if problems:
+        arch = module.pretrained_cfg.get('architecture')
+        raise CheckpointError(f'{name} (config.json names {arch}) does not fit {arch}: {problems}. Give the weights '
+                              'of this architecture, or fix config.json\'s "architecture"')
 
 
 def _create(name: str, pretrained: bool) -> nn.Module:
     check_model_name(name)
-    if name.startswith('local-dir:'):
-        _check_local_dir(name)
+    folder = _local_dir(name) if name.startswith('local-dir:') else None
     try:
         with hub_or_cache() if pretrained else contextlib.nullcontext() as unreachable:
-            return timm.create_model(name, pretrained=pretrained, num_classes=0)
-    except WeightsUnavailableError:
+            module = timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except SinetTimmError:
         raise
     except RuntimeError as e:
         if 'Invalid pretrained tag' in str(e) or 'Unknown model' in str(e):
-            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags.') from None
+            zoo = f' ({problem})' if (problem := zoo_problem()) else ''
+            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags{zoo}.'
+                            ) from None
+        if folder is not None and 'loading state_dict' in str(e):  # torch's strict load of a timm image model
+            first = str(e).replace('\n', ' ').replace('\t', '')
+            raise CheckpointError(f'{name}: model.safetensors does not fit its config.json: {first[:300]}') from None
         raise
     except (OSError, ValueError) as e:
         mod = type(e).__module__ or ''
@@ -278,6 +288,9 @@ def _create(name: str, pretrained: bool) -> nn.Module:
                 f'could not get the pretrained weights of {name}: {what}. Download them once with network access, '
                 'point HF_HUB_CACHE at a cache that has them, or evaluate random weights (--no-pretrained).') from e
         raise
+    if folder is not None and pretrained and not isinstance(module, VideoReIDNet):
+        _check_strict(module, folder, name)
+    return module
 
 
 def load_model(

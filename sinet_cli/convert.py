@@ -4,7 +4,8 @@
 
 writes ``OUT_DIR/model.safetensors`` and ``OUT_DIR/config.json`` (timm's ``save_for_hf`` format, plus re-ID
 fields). Load them with ``timm.create_model("local-dir:OUT_DIR", pretrained=True)``. The released file is read with
-``torch.load(weights_only=True)``: nothing in it is executed.
+``torch.load(weights_only=True)``: nothing in it is executed. Weights holding NaN or Inf (a run that diverged,
+a damaged file) are refused unless --allow-nonfinite.
 """
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dataset', help='training dataset recorded in config.json (e.g. mars, lsvid)')
     p.add_argument('--sha256', help='refuse to convert unless the file has this sha256')
     p.add_argument('--overwrite', action='store_true', help='replace the files of an existing output folder')
+    p.add_argument('--allow-nonfinite', action='store_true',
+                   help='convert weights holding NaN or Inf (refused by default: their embeddings would not be '
+                        'finite); a warning says so')
     return p
 
 
 def _convert(args: argparse.Namespace) -> int:
     from sinet_timm.convert import convert
 
-    out = convert(args.src, args.out_dir, args.arch, args.dataset, args.sha256, args.overwrite)
+    out = convert(args.src, args.out_dir, args.arch, args.dataset, args.sha256, args.overwrite,
+                  allow_nonfinite=args.allow_nonfinite)
     cfg = json.loads((out / 'config.json').read_text())
     print(f"wrote {out}/model.safetensors and config.json: {cfg['architecture']}, "
           f"{cfg['num_classes']} training identities; load with "

@@ -180,6 +180,8 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
     from reid_eval.featurefile import check_output_file, run_features_path, save_run_features
     from reid_eval.results import model_label
     from reid_eval.viz import write_cmc_plot
+    from sinet_timm.errors import OutputWriteError
+    from sinet_timm.paths import replace_file
 
     if args.save_features and args.output:  # a path features cannot be written to is said before the run
         check_output_file(run_features_path(args.output))  # its folder and encoding are every split's file's too
@@ -219,14 +221,16 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
         print(f"  {sum(r.frames for r in result.per_split)} frames at {sum(fps) / len(fps):.0f} frames/s on "
               f"{result.device}")
     out = _output_path(args, result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files = save_run_features(out, result) if args.save_features else {}
-    for name in files.values():
-        print(f'  features: {out.with_name(name)}')
-    summary = result.to_json(features_files=files)
-    plot = write_cmc_plot(out, summary)  # records summary['cmc_plot']
-    print(f'  CMC plot: {plot}' if plot else '  note: no CMC curve in the results, so no CMC plot')
-    out.write_text(json.dumps(summary, indent=2))
+    try:  # the metrics are printed above: a write that fails says what is missing, in one line
+        files = save_run_features(out, result) if args.save_features else {}
+        for name in files.values():
+            print(f'  features: {out.with_name(name)}')
+        summary = result.to_json(features_files=files)
+        plot = write_cmc_plot(out, summary)  # records summary['cmc_plot']
+        print(f'  CMC plot: {plot}' if plot else '  note: no CMC curve in the results, so no CMC plot')
+        replace_file(out, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    except OutputWriteError as e:
+        return fail(f'{e}; the metrics above are not saved in {out}')
     print(f'  results: {out}')
     return 0
 

@@ -9,7 +9,11 @@ as data).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import pickle
+import shutil
+import warnings
 import zipfile
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -18,15 +22,17 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
 from .archs import ARCHITECTURES, canonical_arch
-from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
+from .errors import CheckpointError, NumClassesMismatch, OutputExistsError, OutputWriteError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
+from .paths import write_failure_reason
 
-__all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released',
+__all__ = ['HEAD_PREFIXES', 'NonFiniteWeightsWarning', 'check_local_dir', 'convert', 'describe_mismatch',
+           'infer_arch', 'load_checkpoint_file', 'load_released', 'mismatch_summary', 'nonfinite_tensors',
            'numpy_scalars_allowed', 'reid_config', 'sha256_of']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
@@ -80,6 +86,48 @@ def load_checkpoint_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix('module.'): v for k, v in obj.items()}
 
 
+LOCAL_DIR_EXPECTED = ("expected a folder with config.json and model.safetensors, as sinet-convert, sinet-train and "
+                      "timm's save_for_hf write")
+_PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.tar', '.ckpt', '.pkl')
+
+
+def check_local_dir(folder: str | Path) -> dict[str, Any]:
+    """What a ``local-dir:`` name needs, checked before timm reads anything: a folder, its ``config.json`` (JSON
+    naming an architecture) and a complete ``model.safetensors``; returns the parsed config.
+
+    A folder holding only pickle files (``pytorch_model.bin``, ``.pth``) is refused: unpickling can run code, and
+    ``sinet-convert`` turns such a file into ``model.safetensors`` once. Raises :class:`CheckpointError`.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f'{folder} is not a folder; {LOCAL_DIR_EXPECTED}')
+    config = folder / 'config.json'
+    try:
+        cfg = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f'{config} is missing; {LOCAL_DIR_EXPECTED}') from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{config} is not a readable JSON file ({e}); {LOCAL_DIR_EXPECTED}') from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
+        raise CheckpointError(f'{config} names no architecture ("architecture": "..."); {LOCAL_DIR_EXPECTED}')
+    weights = folder / 'model.safetensors'
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(_PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(
+                f'{folder} has no model.safetensors, only {", ".join(pickles)}: a pickle, which is not loaded '
+                f'(unpickling can run code). Convert it once: `sinet-convert {folder / pickles[0]} NEW_FOLDER` '
+                '(SINet/SANet weights), then load local-dir:NEW_FOLDER')
+        raise CheckpointError(f'{weights} is missing; {LOCAL_DIR_EXPECTED}')
+    try:
+        with safe_open(str(weights), framework='pt') as f:
+            f.keys()  # the header is checked against the file's size: a truncated file fails here
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f'{weights} is truncated or not a safetensors file ({e}); write or download it '
+                              'again') from None
+    return cfg
+
+
 def _why_unreadable(path: Path, e: BaseException) -> str:
     """What is wrong with a file torch.load(weights_only=True) refused, without torch's advice to unpickle it."""
     if isinstance(e, pickle.UnpicklingError):
@@ -129,6 +177,37 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
             more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
             lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:limit]) + more)
     return '\n'.join(lines)
+
+
+# training heads: a checkpoint may lack them (or hold other sizes) and still load, the head being re-initialised
+HEAD_PREFIXES = ('classifier.', 'projection.')
+
+
+def mismatch_summary(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, limit: int = 3,
+                     ignore: tuple[str, ...] = HEAD_PREFIXES) -> str:
+    """One line naming the tensors of ``state_dict`` that do not fit ``model`` ('' when the body fits): missing,
+    unexpected and differently shaped, the training heads (``ignore`` prefixes) left out."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(ignore)}
+    theirs = {k: v for k, v in state_dict.items() if not k.startswith(ignore)}
+    groups = (('missing', [k for k in own if k not in theirs]),
+              ('unexpected', [k for k in theirs if k not in own]),
+              ('of another shape', [f'{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}'
+                                    for k in own if k in theirs and tuple(theirs[k].shape) != tuple(own[k].shape)]))
+    parts = []
+    for title, items in groups:
+        if items:
+            more = ', ...' if len(items) > limit else ''
+            parts.append(f'{len(items)} tensor(s) {title} ({", ".join(items[:limit])}{more})')
+    return '; '.join(parts)
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """Weights holding NaN or Inf were converted because the caller allowed it (``allow_nonfinite``)."""
+
+
+def nonfinite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """The floating-point tensors of ``state_dict`` holding NaN or Inf."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,
@@ -183,13 +262,16 @@ def convert(
         pretrained_cfg: dict[str, Any] | None = None,
         expected_num_classes: int | None = None,
         extra_config: dict[str, Any] | None = None,
+        allow_nonfinite: bool = False,
 ) -> Path:
     """Convert ``src`` into a Hub-ready folder (model.safetensors + config.json); returns the folder.
 
     ``pretrained_cfg`` (e.g. a zoo entry's cfg, with its ``tag``) becomes the ``pretrained_cfg`` of config.json;
     without it the cfg is the architecture's defaults minus the ImageNet-init tag, notes and Hub id (the weights
     are not the ImageNet init). ``expected_num_classes`` refuses a checkpoint whose classifier has another size
-    (:class:`NumClassesMismatch`). ``extra_config`` is merged into config.json's ``reid`` fields.
+    (:class:`NumClassesMismatch`). ``extra_config`` is merged into config.json's ``reid`` fields. Weights holding
+    NaN or Inf are refused (:class:`CheckpointError`: their embeddings would not be finite) unless
+    ``allow_nonfinite``, which writes them with a :class:`NonFiniteWeightsWarning`.
     """
     src, out_dir = Path(src), Path(out_dir)
     _check_output_folder(out_dir)
@@ -206,6 +288,12 @@ def convert(
     model = load_released(src, arch, img_size=img_size)
     if expected_num_classes is not None and model.num_classes != expected_num_classes:
         raise NumClassesMismatch(src, model.num_classes, expected_num_classes)
+    if bad := nonfinite_tensors(model.state_dict()):
+        what = (f'{src} holds NaN or Inf values in {len(bad)} tensor(s) (e.g. {bad[0]}): a training run that '
+                'diverged or a damaged file, whose embeddings would not be finite')
+        if not allow_nonfinite:
+            raise CheckpointError(f'{what}. Convert another checkpoint, or pass --allow-nonfinite to write it anyway')
+        warnings.warn(f'{what}; written anyway (--allow-nonfinite)', NonFiniteWeightsWarning, stacklevel=2)
     src_info = dict(source or {})
     src_info.update(filename=src.name, sha256=digest)
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in INIT_ONLY_CFG_KEYS}
@@ -214,9 +302,20 @@ def convert(
     model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg
     config = reid_config(model, dataset, src_info)
     config['reid'].update(extra_config or {})
-    # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
-    save_for_hf(model, str(out_dir), model_config=config, model_args={'img_size': list(model.img_size)},
-                safe_serialization=True)
+    # written into a folder beside, then moved in: a full disk or a read-only folder is one OutputWriteError and
+    # leaves the files already in out_dir whole (only the two files written are replaced)
+    tmp_dir = out_dir.with_name(f'.{out_dir.name}.{os.getpid()}.tmp')
+    try:
+        # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
+        save_for_hf(model, str(tmp_dir), model_config=config, model_args={'img_size': list(model.img_size)},
+                    safe_serialization=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp_dir.iterdir()):
+            os.replace(f, out_dir / f.name)
+    except (OSError, SafetensorError) as e:
+        raise OutputWriteError(out_dir, write_failure_reason(e)) from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # the temporary folder made above, nothing else
     return out_dir
 
 

@@ -55,7 +55,7 @@ from reid_eval.results import versions
 from reid_eval.synthetic import demo_dataset_root
 from sinet_timm import VideoReIDNet
 from sinet_timm.archs import ARCHITECTURES
-from sinet_timm.convert import reid_config, sha256_of
+from sinet_timm.convert import check_local_dir, reid_config, sha256_of
 from sinet_timm.errors import SinetTimmError, WeightsUnavailableError
 from sinet_timm.hub import (
     METRIC_KEYS,
@@ -492,6 +492,8 @@ def _check_model_name(name: str) -> None:
 def _create_model(cfg: TrainConfig, num_classes: int, pretrained: bool) -> nn.Module:
     kwargs = dict(cfg.model_kwargs)
     kwargs.setdefault('img_size', cfg.img_size)
+    if pretrained and cfg.model.startswith('local-dir:'):  # missing, truncated, pickle-only: said before timm
+        check_local_dir(cfg.model.split(':', 1)[1])
     try:
         model = timm.create_model(cfg.model, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except WeightsUnavailableError as e:
