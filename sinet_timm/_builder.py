@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch.nn as nn
-
 from huggingface_hub import constants
 from huggingface_hub.errors import RepositoryNotFoundError
 from timm.models import build_model_with_cfg, get_pretrained_cfg

@@ -241,7 +241,8 @@ class VKDNet(nn.Module):
         _frames(x, self.in_chans)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Clips ``(B, T, C, H, W)`` -> per-frame maps ``(B, T, D, h, w)``; crops ``(B, C, H, W)`` -> ``(B, D, h, w)``."""
+        """Clips ``(B, T, C, H, W)`` -> per-frame maps ``(B, T, D, h, w)``; crops ``(B, C, H, W)`` -> maps
+        ``(B, D, h, w)``."""
         b, t = (x.shape[0], x.shape[1]) if x.dim() == 5 else (x.shape[0], 0)
         y = self.backbone.forward_features(_frames(x, self.in_chans))  # frame-wise
         return y.unflatten(0, (b, t)) if t else y
@@ -364,7 +365,7 @@ def _released_key(k: str, kind: str) -> str:
     return f'backbone.layer{idx}.{tail}'
 
 
-_OLD_DENSENET = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$')
+_OLD_DENSENET = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$')
 
 
 def _imagenet_key(k: str) -> str | None:
