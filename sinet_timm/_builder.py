@@ -25,7 +25,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from timm.models import build_model_with_cfg, get_pretrained_cfg
 
 from ._zoo import zoo_entries
-from .convert import describe_mismatch, infer_arch, load_checkpoint_file, numpy_scalars_allowed
+from .convert import MEMBER_SEP, describe_mismatch, infer_arch, load_checkpoint_file, numpy_scalars_allowed
 from .drive import DRIVE_FALLBACK_ENV, drive_fallback_file
 from .errors import CheckpointError, WeightsUnavailableError
 from .framewise import checkpoint_filter_fn
@@ -50,11 +50,22 @@ def create_video_model(cls: type[nn.Module], variant: str, pretrained: bool = Fa
     cfg = kwargs.get('pretrained_cfg')  # a local-dir: name arrives as a cfg with the folder as its file
     local = file or (cfg.get('file') if isinstance(cfg, dict) else getattr(cfg, 'file', None))
     hub = hub_or_cache() if pretrained and not local else contextlib.nullcontext()  # local files: no probe
+    build_kwargs = kwargs
+    if pretrained and file and MEMBER_SEP in str(file):  # ARCHIVE.zip::MEMBER: read here, handed to timm as weights
+        try:
+            state_dict = load_checkpoint_file(file)
+        except CheckpointError as e:
+            raise CheckpointError(f'pretrained_cfg_overlay=dict(file={file!r}): {e}') from None
+        build_kwargs = dict(kwargs, pretrained_cfg_overlay=dict(kwargs['pretrained_cfg_overlay'], file=None,
+                                                                state_dict=state_dict))
     with hub as unreachable:  # an unreachable Hub: cached weights at once, or a clear error at once
         try:
             with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself
-                return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=filter_fn,
-                                            feature_cfg=feature_cfg, **kwargs)
+                model = build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=filter_fn,
+                                             feature_cfg=feature_cfg, **build_kwargs)
+            if isinstance(getattr(model, 'pretrained_cfg', None), dict):
+                model.pretrained_cfg.pop('state_dict', None)  # the weights are in the model; not kept twice
+            return model
         except Exception as e:
             error = e
     if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)
