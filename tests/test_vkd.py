@@ -7,7 +7,7 @@ import zipfile
 import pytest
 import timm
 import torch
-from vkd_reference import make_released_state_dict, released_forward, released_logits
+from vkd_reference import make_released_state_dict, released_forward, released_keys, released_logits
 
 from sinet_cli.convert import main
 from sinet_timm.archs import ARCHITECTURES, FAMILIES, RELEASED_NAMES, canonical_arch, family_of
@@ -31,7 +31,7 @@ def _loaded(arch: str, seed: int = 0, num_classes: int = 625) -> tuple[VKDNet, d
     return model.eval(), sd
 
 
-def _clips(b: int, t: int, h: int = 96, w: int = 48, seed: int = 1) -> torch.Tensor:
+def _clips(b: int, t: int, h: int = 64, w: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(b, t, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
@@ -56,10 +56,11 @@ def test_full_size_frames_and_crops():
     model, sd = _loaded('vkd_r50', seed=2, num_classes=0)
     x = _clips(1, 1, 256, 128, seed=3)
     with torch.no_grad():
-        assert _rel_err(model(x), released_forward(sd, x, 'resnet50')) <= 1e-5
-        torch.testing.assert_close(model(x[:, 0]), model(x), rtol=0, atol=0)
-        assert model.forward_features(x).shape == (1, 1, 2048, 16, 8)  # layer4 keeps stride 16
-        assert model.forward_features(x[:, 0]).shape == (1, 2048, 16, 8)
+        maps = model.forward_features(x[:, 0])
+        assert maps.shape == (1, 2048, 16, 8)  # layer4 keeps stride 16
+        emb = model.forward_head(maps)
+        assert _rel_err(emb, released_forward(sd, x, 'resnet50')) <= 1e-5
+        torch.testing.assert_close(model.forward_head(maps[:, None]), emb, rtol=0, atol=0)
 
 
 def test_frame_mean_and_mobilenet_crops():
@@ -99,9 +100,8 @@ def test_input_errors():
 def test_checkpoint_filter_and_infer_arch_round_trip():
     """Their layout -> ours -> ours again (unchanged); both layouts name the architecture."""
     for arch, theirs in THEIRS.items():
-        sd = make_released_state_dict(theirs, seed=0, num_classes=7)
-        assert infer_arch(sd) == arch
-    model, sd = _loaded('vkd_r50bam', num_classes=7)
+        assert infer_arch(dict.fromkeys(released_keys(theirs))) == arch  # the keys tell
+    model, sd = _loaded('vkd_r50bam', num_classes=7)  # BAM: the renamed modules
     own = model.state_dict()
     assert infer_arch(own) == 'vkd_r50bam'
     again = checkpoint_filter_fn(dict(own), model)
