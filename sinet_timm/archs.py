@@ -35,10 +35,10 @@ class Family:
     released_files: tuple[str, ...] = field(default=('.pth.tar',))
 
 
-_SINET_CITATION = """@inproceedings{bai2022salient,
+_SINET_CITATION = """@inproceedings{bai2022SINet,
   title={Salient-to-Broad Transition for Video Person Re-identification},
   author={Bai, Shutao and Ma, Bingpeng and Chang, Hong and Huang, Rui and Chen, Xilin},
-  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  booktitle={CVPR},
   year={2022}
 }"""
 
