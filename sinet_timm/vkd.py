@@ -247,6 +247,38 @@ class VKDNet(nn.Module):
         y = self.backbone.forward_features(_frames(x, self.in_chans))  # frame-wise
         return y.unflatten(0, (b, t)) if t else y
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediate features, the backbone's own taps (``feature_info``), per frame: ``(B, T, C, h, w)``
+        for clips, ``(B, C, h, w)`` for crops."""
+        b, t = (x.shape[0], x.shape[1]) if x.dim() == 5 else (x.shape[0], 0)
+        out = self.backbone.forward_intermediates(_frames(x, self.in_chans), indices, norm=norm,
+                                                  stop_early=stop_early, output_fmt=output_fmt,
+                                                  intermediates_only=intermediates_only)
+
+        def clips(y: torch.Tensor) -> torch.Tensor:
+            return y.unflatten(0, (b, t)) if t else y
+        if intermediates_only:
+            return [clips(y) for y in out]
+        final, inter = out
+        return clips(final), [clips(y) for y in inter]
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the backbone's layers after the last intermediate feature wanted (timm's ``features_only``)."""
+        take = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Per-frame maps -> the embedding ``(B, D)`` (spatial average, frame mean; before the BN-neck) if
         ``pre_logits`` else logits (the embedding when num_classes=0)."""

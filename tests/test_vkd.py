@@ -218,3 +218,40 @@ def test_zip_errors(distilled_zip, tmp_path, capsys):
                                               r'those of vkd_mbv2'):
         load_released(f'{bad}::{member}')
     assert load_released(f'{bad}::{member}', 'mobilenet').pretrained_cfg['architecture'] == 'vkd_mbv2'
+
+
+def test_features_only_per_frame():
+    model = timm.create_model('vkd_r50', features_only=True, out_indices=(2, 4)).eval()
+    with torch.no_grad():
+        maps = model(_clips(1, 2, 64, 32))
+    assert [tuple(m.shape) for m in maps] == [(1, 2, 512, 8, 4), (1, 2, 2048, 4, 2)]  # layer4 keeps stride 16
+    assert model.feature_info.reduction() == [8, 16]
+
+
+def test_zoo_entries_and_their_hub_conversion(distilled_zip, tmp_path):
+    """The zoo's VKD entries name a member of the authors' zips; sinet-hub convert reads it in place."""
+    from sinet_timm import hub
+    from sinet_timm._zoo import resolve_entry, zoo_entries
+
+    for name, member in (('vkd_r50.mars', 'distilled_public/mars/selfdistill/distill_mars_resnet50/chk/chk_di_1'),
+                         ('vkd_r50.mars_base', 'baseline_public/mars/base_mars_resnet50/chk/chk_end')):
+        entry = zoo_entries()[name]
+        assert (entry['protocol'], entry['license'], entry['source']['member']) == ('vkd', 'mit', member)
+        assert timm.get_pretrained_cfg(name).protocol == 'vkd'
+        card = hub.card_text(entry)
+        assert 'https://github.com/aimagelab/VKD' in card and 'Porrello et al., ECCV 2020' in card
+        assert 'trapezoid' in card and 'feature before the BN-neck' in card
+    # an entry laid out like vkd_r50.mars, for the small MobileNet student of the test zip
+    path, members = distilled_zip
+    member = next(iter(members))
+    entry, _ = resolve_entry('vkd_r50.mars')
+    text = (resolve_entry('vkd_r50.mars')[1].read_text().replace('vkd_r50', 'vkd_mbv2')
+            .replace(entry['source']['member'], member))
+    yaml_file = tmp_path / 'vkd_mbv2.mars.yaml'
+    yaml_file.write_text(text)
+    out = hub.convert_entry(yaml_file, tmp_path / 'hub', src=path, log=lambda m: None)
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['pretrained_cfg']['tag'] == 'mars' and cfg['pretrained_cfg']['protocol'] == 'vkd'
+    assert cfg['source']['member'] == member and cfg['reid']['zoo_entry'] == 'vkd_mbv2.mars'
+    with pytest.raises(Exception, match='download it and pass it with --src'):
+        hub.convert_entry(yaml_file, tmp_path / 'hub2', log=lambda m: None)
