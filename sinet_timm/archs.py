@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ['ARCHITECTURES', 'FAMILIES', 'Family', 'RELEASED_NAMES', 'canonical_arch', 'family_of']
+__all__ = ['ARCHITECTURES', 'FAMILIES', 'Family', 'RELEASED_NAMES', 'TRAINABLE', 'canonical_arch', 'family_of']
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Family:
     citation: str = ''
     # the authors' files as users download them ('.pth.tar', '.zip'), for help texts
     released_files: tuple[str, ...] = field(default=('.pth.tar',))
+    trainable: bool = True  # sinet-train trains it (the frame-wise ResNet-50 families with the SINet recipe)
 
 
 _SINET_CITATION = """@inproceedings{bai2022SINet,
@@ -78,10 +79,11 @@ FAMILIES: tuple[Family, ...] = (
            'Porrello et al., ECCV 2020', 'https://github.com/aimagelab/VKD', 'mit', 'vkd',
            'vkd: one 8-frame clip of the first frame of each of 8 chunks, pre-BN embedding averaged over the frames; '
            'cosine distance', _VKD_CITATION,
-           ('.zip', 'chk_end', 'chk_di_1')),
+           ('.zip', 'chk_end', 'chk_di_1'), trainable=False),
 )
 
 ARCHITECTURES: tuple[str, ...] = tuple(a for f in FAMILIES for a in f.archs)
+TRAINABLE: tuple[str, ...] = tuple(a for f in FAMILIES if f.trainable for a in f.archs)  # what sinet-train takes
 
 # the model names of the authors' code (their ``--arch`` / ``--backbone``), accepted wherever an architecture is
 # named; where two families use one name (``resnet50``), the first family's wins here and canonical_arch(name,
