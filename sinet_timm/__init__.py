@@ -4,7 +4,9 @@
 ``timm.create_model("sinet_r50.mars", pretrained=True)`` works like any timm model.
 
 Layout: :mod:`~sinet_timm.framewise` (the shared frame-wise ResNet-50, head and timm API), one file per family
-(:mod:`~sinet_timm.sinet`: SINet, SBNet, IDNet and the baseline; :mod:`~sinet_timm.sanet`: SANet),
+(:mod:`~sinet_timm.sinet`: SINet, SBNet, IDNet and the baseline; :mod:`~sinet_timm.sanet`: SANet;
+:mod:`~sinet_timm.vkd`: the VKD teachers and students on five ImageNet backbones), :mod:`~sinet_timm.archs` (the
+families, one list),
 :mod:`~sinet_timm.convert` (the authors' checkpoints), :mod:`~sinet_timm._zoo` (the zoo, generated from
 ``hub_configs/*.yaml``), :mod:`~sinet_timm.drive` and :mod:`~sinet_timm.hub` (original files and Hub folders),
 :mod:`~sinet_timm.errors` (the project's error hierarchy). Nothing here imports the evaluator
@@ -23,6 +25,7 @@ from .errors import (
 from .framewise import SINetOutput, VideoReIDNet, checkpoint_filter_fn
 from .sanet import SANet, sanet_r50
 from .sinet import SINet, idnet_r50, sbnet_r50, sinet_r50, vreid_r50
+from .vkd import VKDNet, vkd_d121, vkd_mbv2, vkd_r34, vkd_r50, vkd_r50bam, vkd_r101
 
 __version__ = "0.1.0"
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "SINet",
     "SINetOutput",
     "SinetTimmError",
+    "VKDNet",
     "VideoReIDNet",
     "WeightsUnavailableError",
     "ZooConfigError",
@@ -42,5 +46,11 @@ __all__ = [
     "sanet_r50",
     "sbnet_r50",
     "sinet_r50",
+    "vkd_d121",
+    "vkd_mbv2",
+    "vkd_r34",
+    "vkd_r50",
+    "vkd_r50bam",
+    "vkd_r101",
     "vreid_r50",
 ]

@@ -36,7 +36,7 @@ def entry_pretrained_cfg(entry: dict[str, Any]) -> dict[str, Any]:
     for an entry outside the registered zoo (a YAML given by path), the architecture's defaults with its fields."""
     arch, _, tag = entry['name'].partition('.')
     try:
-        cfg = get_pretrained_cfg(f'{arch}.tv_in1k').to_dict()
+        cfg = get_pretrained_cfg(arch).to_dict()  # the architecture's default (ImageNet init) cfg
     except Exception as e:  # not registered: the architecture is unknown to timm
         raise HubError(f"{entry['name']}: architecture {arch} is not registered with timm") from e
     for k in INIT_ONLY_CFG_KEYS:  # the registry's own source and notes; tag is set below
