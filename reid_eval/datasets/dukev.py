@@ -12,10 +12,14 @@ import glob
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from sinet_timm.errors import OutputWriteError
+from sinet_timm.paths import replace_file
 
 from ..errors import EmptyTrackletError
 from .spec import DatasetSpec, layout_error, torchreid_video_class
@@ -132,21 +136,21 @@ def _checked_parser() -> type:
     base = torchreid_video_class('DukeMTMCVidReID')()
 
     def process_dir(self: Any, dir_path: str, json_path: str, relabel: bool) -> Any:
-        if not os.path.exists(json_path):
-            return base.process_dir(self, dir_path, json_path, relabel)  # parsed, and the cache written
-        why = _stale(dir_path, json_path, relabel)
-        if why is None:
-            return base.process_dir(self, dir_path, json_path, relabel)
-        _check_subset(Path(self.dataset_dir), os.path.basename(dir_path))
-        with tempfile.TemporaryDirectory() as tmp:
+        why = _stale(dir_path, json_path, relabel) if os.path.exists(json_path) else None
+        if os.path.exists(json_path) and why is None:
+            return base.process_dir(self, dir_path, json_path, relabel)  # the cache lists the folder as it is
+        if why is not None:
+            _check_subset(Path(self.dataset_dir), os.path.basename(dir_path))  # prepare skipped it
+        with tempfile.TemporaryDirectory() as tmp:  # parsed into a cache of our own, then put in place
             fresh = os.path.join(tmp, os.path.basename(json_path))
             tracklets = base.process_dir(self, dir_path, fresh, relabel)
-            try:  # the fresh cache replaces the stale one where the dataset folder is writable
-                os.replace(fresh, json_path)
+            try:  # beside and renamed (another file system than /tmp, a read-only dataset: the run goes on)
+                replace_file(json_path, lambda t: shutil.copyfile(fresh, t))
                 what = 'parsed the folder again and rewrote the cache'
-            except OSError as e:
-                what = f'parsed the folder again (the cache could not be rewritten: {e.strerror or e})'
-        warnings.warn(f"torchreid's cache {why}: {what}", UserWarning, stacklevel=2)
+            except OutputWriteError as e:
+                what = f'parsed the folder again (the cache could not be rewritten: {e.reason})'
+        if why is not None:
+            warnings.warn(f"torchreid's cache {why}: {what}", UserWarning, stacklevel=2)
         return tracklets
 
     return type(base.__name__, (base,), {'process_dir': process_dir})
