@@ -11,7 +11,7 @@ files register. This module imports nothing heavy (no torch): read it anywhere.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ['ARCHITECTURES', 'FAMILIES', 'Family', 'RELEASED_NAMES', 'TRAINABLE', 'canonical_arch', 'family_of']
 
@@ -31,8 +31,6 @@ class Family:
     protocol: str  # the test protocol of the family's published numbers (reid_eval's protocol name)
     protocol_summary: str  # that protocol in one line (config.json, cards)
     citation: str = ''
-    # the authors' files as users download them ('.pth.tar', '.zip'), for help texts
-    released_files: tuple[str, ...] = field(default=('.pth.tar',))
     trainable: bool = True  # sinet-train trains it (the frame-wise ResNet-50 families with the SINet recipe)
 
 
@@ -78,8 +76,7 @@ FAMILIES: tuple[Family, ...] = (
            'sinet_timm.vkd', 'Robust Re-Identification by Multiple Views Knowledge Distillation',
            'Porrello et al., ECCV 2020', 'https://github.com/aimagelab/VKD', 'mit', 'vkd',
            'vkd: one 8-frame clip of the first frame of each of 8 chunks, pre-BN embedding averaged over the frames; '
-           'cosine distance', _VKD_CITATION,
-           ('.zip', 'chk_end', 'chk_di_1'), trainable=False),
+           'cosine distance', _VKD_CITATION, trainable=False),
 )
 
 ARCHITECTURES: tuple[str, ...] = tuple(a for f in FAMILIES for a in f.archs)
