@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
+from timm.models import save_for_hf
 
 import reid_eval
 from reid_eval.errors import EvalError
@@ -23,8 +25,10 @@ from reid_eval.models import load_model
 from reid_eval.onnx_model import OnnxModel
 from reid_eval.synthetic import make_synthetic
 from sinet_cli.eval import main as eval_main
+from sinet_cli.export import _int8_name
+from sinet_cli.export import main as export_main
 from sinet_timm.errors import ModelInputError
-from sinet_timm.export import METADATA_FORMAT, int8_path, quantize_onnx, read_metadata
+from sinet_timm.export import METADATA_FORMAT, export_onnx, int8_path, quantize_onnx, read_metadata, weights_sha256
 
 H, W, T, D = 16, 8, 4, 8
 
@@ -198,7 +202,7 @@ def test_int8_copies_keep_the_metadata_and_are_evaluated(prid, tmp_path):
     torch_model = Tiny(seed=4)
     path = tiny_onnx(tmp_path / 'm.onnx', torch_model)
     dyn = quantize_onnx(path)
-    assert dyn == int8_path(path) == tmp_path / 'm.int8.onnx'
+    assert dyn == int8_path(path) == _int8_name(path) == tmp_path / 'm.int8.onnx'
     meta = read_metadata(dyn)
     assert json.loads(meta['quantization']).startswith('int8 dynamic')
     assert json.loads(meta['quantized_from']) == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -218,3 +222,78 @@ def test_int8_copies_keep_the_metadata_and_are_evaluated(prid, tmp_path):
         x = torch.from_numpy(feeds[0]['clips'])
         cos = nn.functional.cosine_similarity(OnnxModel(q)(x), torch_model(x).detach())
         assert bool((cos > 0.95).all())
+
+
+def test_int8_options_that_do_not_fit_are_one_line_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / 'm.onnx'
+    base = ['--model', 'vreid_r50', '--no-pretrained', '--output', str(out)]
+    for extra, message in (
+            (['--calibrate', 'prid2011'], '--calibrate is an option of the INT8 copy: add --int8'),
+            (['--int8', '--root', str(tmp_path)],
+             '--root is the folder of the --calibrate dataset: add --calibrate DATASET'),
+            (['--int8', '--calibrate', 'mars'],
+             '--calibrate mars needs --root: the folder that holds the dataset folder'),
+            (['--int8', '--calibration-clips', '0'], '--calibration-clips must be a positive number of clips, got 0')):
+        assert export_main(base + extra) == 2
+        assert capsys.readouterr().err.strip() == f'error: {message}'
+    int8_path(out).write_bytes(b'keep')
+    assert export_main(base + ['--int8']) == 2
+    assert 'm.int8.onnx exists; pass --overwrite' in capsys.readouterr().err
+    assert int8_path(out).read_bytes() == b'keep' and not out.exists()
+
+
+class CamNet(nn.Module):
+    """A clip model of another family that takes camera ids, with what the export reads (img_size, clip_len...)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.img_size, self.in_chans, self.clip_len, self.num_features, self.num_classes = (32, 16), 3, 4, D, 0
+        self.conv = nn.Conv2d(3, D, 3, padding=1)
+        self.cam = nn.Parameter(torch.randn(2, D))
+        self.pretrained_cfg = dict(architecture='camnet', tag='test', input_size=(3, 32, 16), mean=(0.5, 0.5, 0.5),
+                                   std=(0.25, 0.25, 0.25), interpolation='bilinear', crop_pct=1.0,
+                                   protocol='dense', camera_input=True, num_cameras=2)
+
+    def forward(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        b, t = x.shape[:2]
+        f = torch.relu(self.conv(x.flatten(0, 1))).amax(dim=(2, 3)).unflatten(0, (b, t)).mean(1)
+        return f + self.cam[camids]
+
+
+@pytest.mark.slow
+def test_export_writes_the_metadata_and_a_camera_input(prid, tmp_path):
+    model = CamNet().eval()
+    report = export_onnx(model, tmp_path / 'cam.onnx')
+    assert report.ok and report.camera_input
+    assert [i.name for i in onnx.load(str(report.path)).graph.input] == ['clips', 'camids']
+    meta = {k: json.loads(v) for k, v in read_metadata(report.path).items()}
+    assert meta == {**meta, 'format': METADATA_FORMAT, 'model': 'camnet.test', 'graph': 'clips',
+                    'inputs': ['clips', 'camids'], 'input_size': [3, 32, 16], 'clip_len': 4, 'mean': [0.5] * 3,
+                    'std': [0.25] * 3, 'interpolation': 'bilinear', 'protocol': 'dense', 'camera_input': True,
+                    'num_cameras': 2, 'embedding_dim': D, 'weights_sha256': weights_sha256(model)}
+    assert meta['producer'].startswith('sinet-timm ') and report.metadata == read_metadata(report.path)
+    ref, got = _eval(model, prid), _eval(report.path, prid)
+    assert abs(got.metrics['mAP'] - ref.metrics['mAP']) < 1e-4 and got.metrics['rank1'] == ref.metrics['rank1']
+
+
+@pytest.mark.slow
+def test_sinet_export_int8_calibrates_on_a_dataset_and_reports(prid, tmp_path, capsys):
+    torch.manual_seed(0)
+    folder = tmp_path / 'vreid'
+    save_for_hf(timm.create_model('vreid_r50', img_size=(64, 32)), str(folder), model_args={'img_size': [64, 32]},
+                safe_serialization=True)
+    out = tmp_path / 'v.onnx'
+    assert export_main(['--model', str(folder), '--output', str(out), '--int8', '--calibrate', 'prid2011',
+                        '--root', str(prid), '--calibration-clips', '6']) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r'^wrote .*v\.int8\.onnx: int8 \(static, 6 calibration clips from prid2011 split 0 train '
+                     r'tracklets, dense clips\)$', printed, re.M), printed
+    line = re.search(r'^int8 vs fp32 on prid2011 \(dense\): mAP ([\d.]+) -> ([\d.]+) \([+-][\d.]+\), R1 [\d.]+ -> '
+                     r'[\d.]+ \([+-][\d.]+\); size ([\d.]+) -> ([\d.]+) MB; CPU ([\d.]+) -> ([\d.]+) clips/s '
+                     r'\([\d.]+x, batch 4\)$', printed, re.M)
+    assert line, printed
+    assert float(line.group(4)) < float(line.group(3)) / 3  # int8 weights: about a quarter of the bytes
+    fp32 = _eval(out, prid)
+    assert abs(fp32.metrics['mAP'] - float(line.group(1))) < 0.051  # the report scored the file as sinet-eval does
+    assert json.loads(read_metadata(int8_path(out))['input_size']) == [3, 64, 32]
