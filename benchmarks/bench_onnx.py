@@ -34,7 +34,7 @@ import sinet_timm  # noqa: F401
 from reid_eval.models import for_inference
 from reid_eval.quantize import calibration_feeds
 from reid_eval.synthetic import make_synthetic
-from sinet_timm.export import export_onnx, int8_path, quantize_onnx
+from sinet_timm.export import STATIC_OPS, export_onnx, int8_path, quantize_onnx
 
 FAMILY = ('vreid_r50', 'idnet_r50', 'sbnet_r50', 'sinet_r50')  # the SINet family (sanet_r50 on request)
 CHOICES = (*FAMILY, 'sanet_r50')
@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
           f'torch threads, onnxruntime threads: {args.threads or "its default"}; torch {torch.__version__}, '
           f'onnxruntime {onnxruntime.__version__}; {args.frames}-frame {h}x{w} clips; {args.rounds} interleaved '
           'rounds')
-    print(f'int8: {args.int8}' + (f' (QDQ, per-channel int8 weights, int8 activations; {args.calibration_clips} '
-                                  'calibration clips of the synthetic train tracklets)' if args.int8 == 'static'
-                                  else ' (int8 weights, activations quantized at run time)'))
+    print(f'int8: {args.int8}' + (f' (QDQ of {"/".join(STATIC_OPS)}, per-channel int8 weights, uint8 activations; '
+                                  f'{args.calibration_clips} calibration clips of the synthetic train tracklets)'
+                                  if args.int8 == 'static' else ' (int8 weights, activations quantized at run time)'))
     print('weights: ' + ('pretrained' if args.pretrained else f'random (seed {args.seed}): the mAP columns show what '
                          'int8 changes, not how good the model is'))
 
