@@ -45,6 +45,7 @@ from .models import (
     takes_cameras,
     weights_sha256,
 )
+from .onnx_model import OnnxModel
 from .paper import paper_metrics
 from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
 from .protocol import MODES, PROTOCOLS, Protocol, evenly_spaced, get_protocol
@@ -497,6 +498,10 @@ def evaluate(
     module = for_inference(loaded.module, device)
     weights = weights_sha256(module)
     transform = FramePreprocess.from_data_config(loaded.data_config)  # uint8 frames to the device, normalised there
+    if isinstance(loaded.module, OnnxModel):  # the runtime and provider that run the file on this device
+        if options.compile:
+            raise EvalError('--compile compiles PyTorch models; an ONNX file runs in onnxruntime: drop --compile')
+        loaded.weights = loaded.module.weights_label(device)
     if options.compile:
         module = torch.compile(module, backend=options.compile)
 

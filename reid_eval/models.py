@@ -8,7 +8,9 @@
 * any ``torch.nn.Module`` that maps clips to embeddings;
 * a timm *image* model (module or name, input ``(B, 3, H, W)``): every frame is embedded on its own and the frame
   embeddings are averaged over each clip (:class:`FrameAverage`), the standard video baseline; every output of the
-  evaluation says so.
+  evaluation says so;
+* an ONNX file written by ``sinet-export`` (``model.onnx``, ``model.int8.onnx``), run in onnxruntime
+  (:class:`~reid_eval.onnx_model.OnnxModel`), its preprocessing and protocol read from the file's metadata.
 
 The preprocessing comes from the model's pretrained cfg (``timm.data.resolve_data_config``) unless the caller
 overrides it; a module without a pretrained cfg gets the family's re-ID preprocessing (256x128, bicubic, ImageNet
@@ -39,10 +41,12 @@ from sinet_timm._zoo import zoo_problem
 from sinet_timm.archs import ARCHITECTURES
 from sinet_timm.convert import check_local_dir, load_released, mismatch_summary, nonfinite_tensors
 from sinet_timm.errors import CheckpointError, SinetTimmError, WeightsUnavailableError
+from sinet_timm.export import weights_sha256 as state_sha256
 from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
 from sinet_timm.network import hub_or_cache
 
 from .errors import EvalError, ModelOutputError
+from .onnx_model import ONNX_SUFFIX, OnnxModel
 
 __all__ = ['CHECKPOINT_SUFFIXES', 'FrameAverage', 'LoadedModel', 'MODEL_INPUTS', 'check_model_name', 'for_inference',
            'computation_key', 'is_video_model', 'load_model', 'takes_cameras', 'weights_sha256']
@@ -98,13 +102,12 @@ class LoadedModel:
 
 
 def weights_sha256(model: nn.Module) -> str:
-    """Content hash of a model's state dict (names, dtypes, shapes and values), whatever file it came from."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f'{k}:{t.dtype}:{tuple(t.shape)};'.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return h.hexdigest()
+    """Content hash of a model's state dict (names, dtypes, shapes and values), whatever file it came from; a
+    module whose weights are no torch tensors names its own (``weights_digest``: an ONNX file's sha256)."""
+    own = getattr(getattr(model, '_orig_mod', model), 'weights_digest', None)
+    if isinstance(own, str) and own:
+        return own
+    return state_sha256(model)
 
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -232,7 +235,7 @@ def _unknown_model(name: str) -> EvalError:
 
 def check_model_name(name: str) -> None:
     """Raise :class:`EvalError` for a name timm cannot create (files, ``hf-hub:`` and ``local-dir:`` pass)."""
-    if ':' in name or Path(name).suffix in CHECKPOINT_SUFFIXES:
+    if ':' in name or Path(name).suffix in (*CHECKPOINT_SUFFIXES, ONNX_SUFFIX):
         return
     if not timm.is_model(name.split('.')[0]):
         raise _unknown_model(name)
@@ -321,6 +324,9 @@ def load_model(
         if data_config:
             model.data_config = _data_config(model.module, data_config)
         return model
+    if isinstance(model, OnnxModel) or (isinstance(model, (str, Path)) and checkpoint is None
+                                        and Path(model).suffix == ONNX_SUFFIX):
+        return _load_onnx(model, input, data_config, name)
     if isinstance(model, (str, Path)) and checkpoint is None and Path(model).suffix in CHECKPOINT_SUFFIXES \
             and Path(model).is_file():
         model, checkpoint = None, model
@@ -357,3 +363,18 @@ def load_model(
         module=module.eval(), name=label, weights=weights, architecture=arch, input='frames' if frames else 'clips',
         data_config=_data_config(module, data_config), clip_len=int(getattr(module, 'clip_len', CLIP_LEN)),
         random_weights=random, weights_finite=finite)
+
+
+def _load_onnx(model: str | Path | OnnxModel, input: str, data_config: dict[str, Any] | None,
+               name: str | None) -> LoadedModel:
+    """An ONNX file of ``sinet-export`` (or its :class:`OnnxModel`) as a :class:`LoadedModel`: a single-crop file
+    embeds each frame and averages them over the clip (like an image model)."""
+    module = model if isinstance(model, OnnxModel) else OnnxModel(model)
+    frames = module.graph == 'image'
+    if input == 'clips' and frames or input == 'frames' and not frames:
+        raise EvalError(f'{module.path.name} is a {"single-crop" if frames else "clip"} graph: it takes '
+                        f'{"frames" if frames else "clips"} (input="auto" or "{"frames" if frames else "clips"}")')
+    return LoadedModel(
+        module=module.eval(), name=name or (str(model) if not isinstance(model, OnnxModel) else module.path.name),
+        weights=module.weights_label(), architecture=module.architecture, input='frames' if frames else 'clips',
+        data_config=_data_config(module, data_config), clip_len=module.clip_len)

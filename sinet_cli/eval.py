@@ -2,6 +2,7 @@
 
     sinet-eval --model sinet_r50.mars --dataset mars --root DATA           # Hub weights, dense protocol
     sinet-eval --model resnet50.tv_in1k --dataset mars --root DATA         # a timm image model, frame by frame
+    sinet-eval --model sinet_mars.onnx --dataset mars --root DATA          # an exported file, in onnxruntime
     sinet-eval --dataset synthetic                                          # offline demo on a generated set
     torchrun --nproc_per_node 4 -m reid_eval --model sinet_r50.mars --dataset mars --root DATA
     sinet-eval --model sinet_r50.mars --dataset mars --root DATA --rerank --aqe   # + post-processed rows
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                "hf-hub:ORG/NAME, local-dir:FOLDER; or --checkpoint FILE for the authors' .pth.tar.")
     p.add_argument('--model', default=None,
                    help='timm model name (default: sinet_r50.mars; sinet_r50 with random weights for the '
-                        'synthetic demo)')
+                        'synthetic demo), or an ONNX file of sinet-export (run in onnxruntime)')
     p.add_argument('--checkpoint', help="a released .pth.tar or converted .safetensors to evaluate instead of Hub "
                                         "weights (architecture inferred from its keys unless --model names one)")
     p.add_argument('--no-pretrained', action='store_true',
@@ -216,6 +217,8 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
               (' of the AQE embeddings in + AQE + rerank' if options.aqe else ''))
     if result.random_weights:
         print('  note: random weights: these numbers only show that the pipeline runs end to end')
+    if result.weights.startswith('onnx:'):  # an exported file: which runtime and provider scored it
+        print(f'  runtime: {result.weights}')
     fps = [r.frames_per_s for r in result.per_split if r.frames_per_s]
     if fps:
         print(f"  {sum(r.frames for r in result.per_split)} frames at {sum(fps) / len(fps):.0f} frames/s on "

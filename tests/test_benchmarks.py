@@ -118,3 +118,22 @@ def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
                              timeout=120)
         assert gpu.returncode == 2 and gpu.stderr.strip().splitlines() == [
             'no CUDA GPU here: run it on the GPU machine, or SMOKE=1 to check the script on the CPU']
+
+
+@pytest.mark.slow
+def test_bench_onnx_prints_torch_ort_and_int8_side_by_side(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    bench = _load('bench_onnx')
+    assert bench.main(['--models', 'vreid_r50', '--img-size', '64x32', '--num-ids', '4', '--rounds', '1',
+                       '--calibration-clips', '4', '--data', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r'^machine: .* onnxruntime [\d.]+; 4-frame 64x32 clips; 1 interleaved rounds$', out, re.M)
+    assert re.search(r'^vreid_r50: exported in \d+ s .* quantized in \d+ s; ([\d.]+) -> ([\d.]+) MB$', out, re.M)
+    assert re.search(r'^model\s+torch fp32\+cl\s+ort fp32\s+ort int8\s+int8/fp32 ort$', out, re.M)
+    speed = re.search(r'^vreid_r50\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$', out, re.M)
+    assert speed and all(float(v) > 0 for v in speed.groups())
+    maps = re.search(r'^vreid_r50\s+([\d.]+) /\s*([\d.]+)\s+([\d.]+) /\s*([\d.]+)\s+([\d.]+) /\s*([\d.]+)\s+'
+                     r'([+-][\d.]+)$', out, re.M)
+    assert maps, out
+    assert abs(float(maps.group(1)) - float(maps.group(3))) < 0.1  # torch and onnxruntime fp32 score the same
+    assert abs(float(maps.group(7)) - (float(maps.group(5)) - float(maps.group(3)))) < 0.01
+    assert (tmp_path / 'vreid_r50-64x32-f4.onnx').is_file() and (tmp_path / 'vreid_r50-64x32-f4.int8.onnx').is_file()
