@@ -301,6 +301,16 @@ def _query_frames_note(n: int) -> str:
     return f'image-to-video: queries from {each}, gallery tracklets whole'
 
 
+def _as_published(options: EvalOptions, module: nn.Module, dataset: str) -> bool:
+    """Whether a run is comparable with the model's published numbers: its own protocol (the one its cfg names;
+    for the SINet release also its quick ``sampled`` mode, as before) with the released gallery rule,
+    whole-tracklet queries and the model's own camera ids. Otherwise no paper numbers are printed beside it."""
+    own = dataclasses.replace(options, protocol='auto', mode=None).resolved(module).mode
+    same = options.mode == own or (own, options.mode) == ('dense', 'sampled')  # sampled: the SINet release's quick mode
+    return (same and options.adds_query_to_gallery(dataset) == _released_gallery(options, dataset)
+            and not options.query_frames and options.camera_fallback is None)
+
+
 def _released_gallery(options: EvalOptions, dataset: str) -> bool:
     """Whether the protocol's release adds the queries to the gallery on ``dataset``."""
     return dataclasses.replace(options, add_query_to_gallery='auto').adds_query_to_gallery(dataset)
@@ -328,6 +338,10 @@ def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cach
     cache = None
     computation, why = computation_key(getattr(module, '_orig_mod', module)) if options.cache else (None, '')
     if options.cache and computation is None:
+        if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+            raise EvalError(f'torchrun ranks share features through the cache, which cannot key '
+                            f'{type(module).__name__} ({why}): give the module a `cache_key` string naming its '
+                            'computation')
         warnings.warn(f'{type(module).__name__}: features are not cached because what computes them cannot be '
                       f'identified ({why}); give the module a `cache_key` string naming its computation to cache '
                       'them', CacheWarning, stacklevel=3)
@@ -349,6 +363,8 @@ def camera_ids_needed(module: nn.Module, options: EvalOptions, camids: Sequence[
     for; camera ids it has no embedding for are an :class:`EvalError`."""
     if not takes_cameras(module) or options.camera_fallback is not None:
         return False
+    if bad := [c for c in camids if not (is_int(c) and c >= 0)]:
+        raise EvalError(f'camera ids must be integers >= 0, got {bad[:5]!r}')
     cfg = getattr(module, '_orig_mod', module).pretrained_cfg
     known = cfg.get('num_cameras')
     if known is not None and camids and max(camids) >= known:
@@ -521,7 +537,8 @@ def evaluate(
         input=loaded.input, dataset=label, dataset_format=fmt, root=str(Path(root).expanduser().resolve()),
         splits=splits, mode=options.mode, protocol=results[0].protocol, metrics=mean, metrics_std=std,
         # no paper numbers beside random weights or the demo data: they would compare nothing with something
-        paper=paper_metrics(loaded.architecture, fmt) if label != SYNTHETIC and not loaded.random_weights else {},
+        paper=paper_metrics(loaded.architecture, fmt) if label != SYNTHETIC and not loaded.random_weights
+        and _as_published(options, loaded.module, fmt) else {},
         per_split=results,
         versions=versions(device), world_size=world, device=str(device),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights,

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ._checks import is_int, is_number
 from .cache import CacheWarning, FeatureCache, shard_range
 from .errors import (
+    CacheError,
     DatasetLayoutError,
     EvalError,
     FrameReadError,
@@ -328,8 +329,8 @@ class ExtractPlan:
         camids = None
         if cameras:
             camids = [c for _, _, c in tracklets]
-            if not all(is_int(c) and c >= 0 for c in camids):
-                raise TrackletInputError(f'camera ids must be integers >= 0, got {sorted(set(map(repr, camids)))[:5]}')
+            if bad := [c for c in camids if not (is_int(c) and c >= 0)]:
+                raise TrackletInputError(f'camera ids must be integers >= 0, got {bad[:5]!r}')
         return cls(clips, owner, len(tracklets), mode, clip_len, list(names) if names is not None else None,
                    images or None, [int(c) for c in camids] if camids is not None else None)
 
@@ -347,7 +348,7 @@ class ExtractPlan:
 
     def files_digest(self, lo: int = 0, hi: int | None = None) -> str:
         """The frame files of clips ``lo..hi`` as they are on disk: path, size, modification and status-change
-        time and inode of each, as a hash. A frame replaced or rewritten in place changes it, even when its
+        time of each, as a hash. A frame replaced or rewritten in place changes it, even when its
         modification time is set back (``touch -r``, ``cp -p``, ``rsync -t``): the status-change time cannot be
         set back."""
         h = hashlib.sha256()
@@ -356,7 +357,7 @@ class ExtractPlan:
                 st = os.stat(path)
             except OSError as e:
                 raise DatasetLayoutError(f'frame {path} cannot be read: {e.strerror or e}') from None
-            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}\n'.encode(
+            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n'.encode(
                 'utf-8', 'surrogateescape'))
         return h.hexdigest()
 
@@ -607,18 +608,23 @@ def extract_features(
                     raise EvalError(f'feature shard {cache.path(s)} of another rank is missing or unusable; rerun')
                 results[s] = emb
     widths = {s: int(results[s].shape[1]) for s in range(n_shards)}
-    if len(set(widths.values())) > 1 and cache is not None:  # cached shards that disagree with the model or each other
+    if len(set(widths.values())) > 1:  # cached shards that disagree with the model or with each other
         bad = [s for s in widths if widths[s] != width] if width is not None else list(widths)
-        warnings.warn(f'cached feature shards {", ".join(str(cache.path(s)) for s in bad[:3])}'
-                      f'{" ..." if len(bad) > 3 else ""} hold embeddings of another width than '
+        where = f'{", ".join(str(cache.path(s)) for s in bad[:3])}{" ..." if len(bad) > 3 else ""}'
+        if world > 1:  # the ranks would have to agree on a second pass: say it instead
+            raise CacheError(f'cached feature shards {where} hold embeddings of another width than the others; '
+                             f'delete {cache.folder} and run again')
+        warnings.warn(f'cached feature shards {where} hold embeddings of another width than '
                       f'{"the model gives (" + str(width) + ")" if width is not None else "each other"}; '
                       'recomputing them', CacheWarning, stacklevel=2)
-        for s in bad:
-            cache.path(s).unlink(missing_ok=True)
+        try:
+            for s in bad:
+                cache.path(s).unlink(missing_ok=True)
+        except OSError as e:
+            raise CacheError(f'cannot remove the unusable shards of {cache.folder} ({e.strerror or e}); delete '
+                             'the folder, or pass --no-cache') from None
         return extract_features(model, plan, transform, cache, device, batch_clips=batch_clips, workers=workers,
                                 amp=amp, shard_clips=shard_clips, progress=progress, label=label)
-    if len(set(widths.values())) > 1:
-        raise ModelOutputError(f'the shards of embeddings have different widths: {sorted(set(widths.values()))}')
     clip_emb = torch.cat([results[s] for s in range(n_shards)])
     owner = torch.tensor(plan.owner, dtype=torch.long)
     feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)

@@ -138,7 +138,13 @@ def _describe(value: Any) -> Any:
         return _describe({'__partial__': value.func, 'args': value.args, 'keywords': value.keywords})
     if inspect.isbuiltin(value) or isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
         return f'builtin:{getattr(value, "__module__", "")}.{getattr(value, "__qualname__", "")}'
-    if isinstance(value, type) or inspect.isfunction(value) or inspect.ismethod(value):
+    if isinstance(value, torch.Tensor):  # a plain tensor attribute (not a buffer: not in the state dict)
+        t = value.detach().cpu().contiguous()
+        return f'tensor:{t.dtype}:{tuple(t.shape)}:' + hashlib.sha256(
+            t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'').hexdigest()
+    if inspect.ismethod(value):  # a bound method computes with its object, which cannot be told here
+        return ...
+    if isinstance(value, type) or inspect.isfunction(value):
         try:
             path = inspect.getsourcefile(value)
             st = os.stat(path) if path else None
@@ -146,7 +152,14 @@ def _describe(value: Any) -> Any:
             st = None
         if st is None:
             return ...
-        return f'{value.__module__}.{value.__qualname__}@{_file_digest(path, st.st_mtime_ns, st.st_size)}'
+        source = f'{value.__module__}.{value.__qualname__}@{_file_digest(path, st.st_mtime_ns, st.st_size)}'
+        if inspect.isfunction(value) and value.__closure__:  # a closure: the values it captured are part of it
+            try:
+                cells = _describe([c.cell_contents for c in value.__closure__])
+            except ValueError:  # a cell not filled yet
+                return ...
+            return ... if cells is ... else [source, cells]
+        return source
     return ...
 
 
@@ -173,9 +186,13 @@ def computation_key(module: nn.Module) -> tuple[str | None, str]:
             return None, f'the source of {type(m).__qualname__} ({where}) cannot be read'
         attrs = {}
         for k, v in vars(m).items():
-            if k.startswith('_') or k == 'training' or isinstance(v, (nn.Module, torch.Tensor)):
+            if k.startswith('_') or k == 'training' or isinstance(v, nn.Module) or k in m._parameters \
+                    or k in m._buffers:
                 continue
-            attrs[k] = _describe(v)
+            try:
+                attrs[k] = _describe(v)
+            except RecursionError:  # a structure or closure that refers to itself
+                attrs[k] = ...
             if attrs[k] is ...:
                 return None, f'{where}.{k} is a {type(v).__name__}, which does not say what it computes'
         hooks = _describe([*m._forward_pre_hooks.values(), *m._forward_hooks.values()])

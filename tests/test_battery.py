@@ -26,6 +26,7 @@ import reid_eval
 from reid_eval import extraction
 from reid_eval.cache import CacheWarning, tensor_sha256
 from reid_eval.errors import CacheError, EvalError, ModelOutputError, WorkersStuckError
+from reid_eval.models import computation_key
 from reid_eval.synthetic import make_synthetic
 
 SMALL = {'input_size': (3, 64, 32)}
@@ -281,3 +282,21 @@ def test_workers_that_hand_over_nothing_are_said_to_be_stuck(prid, monkeypatch):
         extraction.extract_features(ColourPool(), plan, _slow_frame, None, torch.device('cpu'), workers=1,
                                     progress=False)
     assert time.perf_counter() - t0 < 20
+
+
+def _scaler(a: float):
+    def scale(x):
+        return x * a
+    return scale
+
+
+def test_the_cache_key_covers_closures_and_plain_tensor_attributes():
+    """A closure's captured value and a tensor attribute that is no buffer change the features but are in no
+    state dict: they were left out of the key."""
+    def model(a: float, t: float) -> ColourPool:
+        m = ColourPool()
+        m.post, m.offset = _scaler(a), torch.tensor(t)
+        return m
+    key = computation_key(model(1.0, 0.0))[0]
+    assert key is not None and key == computation_key(model(1.0, 0.0))[0]
+    assert key != computation_key(model(2.0, 0.0))[0] and key != computation_key(model(1.0, 5.0))[0]

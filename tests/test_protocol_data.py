@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 from conftest import read_json
@@ -205,3 +206,17 @@ def test_sinet_and_sanet_results_are_unchanged_on_every_layout(tmp_path_factory,
     assert (res.metrics['mAP'], res.metrics['rank1'], res.per_split[0].protocol) == (mAP, rank1, protocol)
     assert res.mode == 'dense'
     assert float(res.gallery.features.double().sum()) == pytest.approx(feature_sum, rel=1e-6)
+
+
+@pytest.mark.slow  # four SINet evaluations: about 40 s
+def test_paper_numbers_are_shown_only_beside_the_models_own_protocol(tmp_path):
+    """sinet_r50.mars's paper row beside a run under VKD's protocol, another gallery rule or image-to-video
+    queries would compare numbers that measure different things."""
+    mars = make_synthetic('mars', tmp_path / 'data', num_ids=4, lengths=(1, 2))
+    model = timm.create_model('sinet_r50', num_classes=0)
+    model.pretrained_cfg = dict(model.pretrained_cfg, architecture='sinet_r50')
+    kw = dict(workers=0, progress=False, device='cpu', cache=False)
+    own = reid_eval.evaluate(model, 'mars', mars, **kw)
+    assert own.paper  # SINet's MARS numbers (its architecture is known)
+    for other in (dict(protocol='vkd'), dict(add_query_to_gallery='no'), dict(query_frames=1)):
+        assert reid_eval.evaluate(model, 'mars', mars, **kw, **other).paper == {}, other
