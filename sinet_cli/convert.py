@@ -15,14 +15,15 @@ import sys
 from ._common import run
 
 # the architectures (sinet_timm.archs), repeated so that parsing needs no torch import (a test checks they match)
-ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sanet_r50', 'sinet', 'sbnet', 'idnet', 'resnet50',
-         'sanet')
+ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sanet_r50', 'tfclip_vit_b16', 'sinet', 'sbnet', 'idnet',
+         'resnet50', 'sanet')
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sinet-convert', description=__doc__.split('\n\n')[0].replace('``', ''),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('src', help="the authors' .pth.tar (or any SINet state dict)")
+    p.add_argument('src', help="the authors' .pth.tar (SINet/SANet; TF-CLIP's best_model.pth.tar) or a state dict "
+                               'of one of the architectures')
     p.add_argument('out_dir', help='folder to write model.safetensors and config.json to')
     p.add_argument('--arch', choices=ARCHS, help='architecture (default: inferred from the keys); the released '
                                                  "code's names (sinet, sbnet, idnet, resnet50, sanet) work "
@@ -38,8 +39,11 @@ def _convert(args: argparse.Namespace) -> int:
 
     out = convert(args.src, args.out_dir, args.arch, args.dataset, args.sha256, args.overwrite)
     cfg = json.loads((out / 'config.json').read_text())
+    reid = cfg.get('reid', {})
+    cams = cfg.get('model_args', {}).get('num_cameras')
     print(f"wrote {out}/model.safetensors and config.json: {cfg['architecture']}, "
-          f"{cfg['num_classes']} training identities; load with "
+          f"{reid.get('num_train_identities', cfg['num_classes'])} training identities"
+          f"{f', {cams} cameras' if cams else ''}; load with "
           f"timm.create_model('local-dir:{out}', pretrained=True)")
     return 0
 

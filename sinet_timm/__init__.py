@@ -4,7 +4,8 @@
 ``timm.create_model("sinet_r50.mars", pretrained=True)`` works like any timm model.
 
 Layout: :mod:`~sinet_timm.framewise` (the shared frame-wise ResNet-50, head and timm API), one file per family
-(:mod:`~sinet_timm.sinet`: SINet, SBNet, IDNet and the baseline; :mod:`~sinet_timm.sanet`: SANet),
+(:mod:`~sinet_timm.sinet`: SINet, SBNet, IDNet and the baseline; :mod:`~sinet_timm.sanet`: SANet;
+:mod:`~sinet_timm.tfclip`: TF-CLIP, a CLIP ViT-B/16 with camera embeddings, not frame-wise),
 :mod:`~sinet_timm.convert` (the authors' checkpoints), :mod:`~sinet_timm._zoo` (the zoo, generated from
 ``hub_configs/*.yaml``), :mod:`~sinet_timm.drive` and :mod:`~sinet_timm.hub` (original files and Hub folders),
 :mod:`~sinet_timm.errors` (the project's error hierarchy). Nothing here imports the evaluator
@@ -23,6 +24,7 @@ from .errors import (
 from .framewise import SINetOutput, VideoReIDNet, checkpoint_filter_fn
 from .sanet import SANet, sanet_r50
 from .sinet import SINet, idnet_r50, sbnet_r50, sinet_r50, vreid_r50
+from .tfclip import TFCLIP, tfclip_vit_b16
 
 __version__ = "0.1.0"
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "SINet",
     "SINetOutput",
     "SinetTimmError",
+    "TFCLIP",
     "VideoReIDNet",
     "WeightsUnavailableError",
     "ZooConfigError",
@@ -42,5 +45,6 @@ __all__ = [
     "sanet_r50",
     "sbnet_r50",
     "sinet_r50",
+    "tfclip_vit_b16",
     "vreid_r50",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from huggingface_hub import constants
@@ -32,8 +33,13 @@ from .network import hub_or_cache
 __all__ = ['create_video_model']
 
 
-def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool = False, **kwargs: Any) -> VideoReIDNet:
-    """``build_model_with_cfg`` for a video re-ID family, with the errors described in the module docstring."""
+FilterFn = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool = False,
+                       filter_fn: FilterFn = checkpoint_filter_fn, **kwargs: Any) -> VideoReIDNet:
+    """``build_model_with_cfg`` for a video re-ID family, with the errors described in the module docstring;
+    ``filter_fn`` maps the family's checkpoints (ours, the authors') to its state dict."""
     # features_only: timm's FeatureGetterNet over forward_intermediates (the stages of a clip must run together,
     # so the generic per-module wrapper would not do); stem + 4 stages
     feature_cfg = dict(feature_cls='getter') if kwargs.get('features_only') else None
@@ -44,19 +50,19 @@ def create_video_model(cls: type[VideoReIDNet], variant: str, pretrained: bool =
     with hub as unreachable:  # an unreachable Hub: cached weights at once, or a clear error at once
         try:
             with numpy_scalars_allowed():  # timm reads pretrained_cfg_overlay=dict(file=released .pth.tar) itself
-                return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                return build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=filter_fn,
                                             feature_cfg=feature_cfg, **kwargs)
         except Exception as e:
             error = e
     if pretrained and file:  # the caller's own file: say what is wrong with it (not what the Hub needs)
-        _check_checkpoint_file(cls, file, variant, kwargs)
+        _check_checkpoint_file(cls, file, variant, kwargs, filter_fn)
     if not pretrained or not _is_fetch_error(error):
         raise error
     name = _pretrained_name(variant, kwargs.get('pretrained_cfg'))
     fallback = os.environ.get(DRIVE_FALLBACK_ENV)
     if name in zoo_entries() and (fallback == '1' or (fallback != '0' and _repo_not_found(error))):
         # the zoo repo is not on the Hub (yet): the authors' Drive file, converted and cached, says so in one line
-        return _drive_fallback(cls, variant, kwargs, error)
+        return _drive_fallback(cls, variant, kwargs, error, filter_fn)
     raise WeightsUnavailableError(_weights_help(variant, kwargs.get('pretrained_cfg'), error, unreachable)) from error
 
 
@@ -69,7 +75,8 @@ def _repo_not_found(e: BaseException | None) -> bool:
     return False
 
 
-def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwargs: dict[str, Any]) -> None:
+def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwargs: dict[str, Any],
+                           filter_fn: FilterFn = checkpoint_filter_fn) -> None:
     """After loading ``file`` failed: raise a CheckpointError if it is missing, unreadable or made for another
     architecture (with the differing keys); return if none of these explains the failure."""
     what = f'pretrained_cfg_overlay=dict(file={file!r})'
@@ -80,7 +87,7 @@ def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwa
     model = build_model_with_cfg(cls, variant, False, **{k: v for k, v in kwargs.items()
                                                          if k != 'pretrained_cfg_overlay'})
     try:
-        problems = describe_mismatch(checkpoint_filter_fn(state_dict, model), model)
+        problems = describe_mismatch(filter_fn(state_dict, model), model)
     except CheckpointError as e:
         raise CheckpointError(f'{what}: {e}') from None
     if problems:
@@ -89,8 +96,8 @@ def _check_checkpoint_file(cls: type[VideoReIDNet], file: str, variant: str, kwa
         raise CheckpointError(f'{what} does not fit {variant}.{hint}\n{problems}') from None
 
 
-def _drive_fallback(cls: type[VideoReIDNet], variant: str, kwargs: dict[str, Any], err: BaseException
-                    ) -> VideoReIDNet:
+def _drive_fallback(cls: type[VideoReIDNet], variant: str, kwargs: dict[str, Any], err: BaseException,
+                    filter_fn: FilterFn = checkpoint_filter_fn) -> VideoReIDNet:
     """The authors' Google Drive file of a zoo entry, converted and cached (:mod:`sinet_timm.drive`), used when the
     entry's Hub repo does not exist (or always with SINET_TIMM_DRIVE_FALLBACK=1); one line says so."""
     name = _pretrained_name(variant, kwargs.get('pretrained_cfg'))
@@ -104,7 +111,7 @@ def _drive_fallback(cls: type[VideoReIDNet], variant: str, kwargs: dict[str, Any
            f'{DRIVE_FALLBACK_ENV}=1 and the Hub gave {type(err).__name__}')
     print(f'{name}: {why}; {note} ({DRIVE_FALLBACK_ENV}=0 turns this off)', file=sys.stderr)
     overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=str(file))
-    return build_model_with_cfg(cls, variant, True, pretrained_filter_fn=checkpoint_filter_fn,
+    return build_model_with_cfg(cls, variant, True, pretrained_filter_fn=filter_fn,
                                 pretrained_cfg_overlay=overlay, **kwargs)
 
 

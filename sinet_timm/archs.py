@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = ['ARCHITECTURES', 'RELEASED_NAMES', 'canonical_arch']
 
-ARCHITECTURES: tuple[str, ...] = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sanet_r50')
+ARCHITECTURES: tuple[str, ...] = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sanet_r50', 'tfclip_vit_b16')
 
 # the model names of the authors' code (its ``--arch``), accepted wherever an architecture is named
 RELEASED_NAMES: dict[str, str] = {'sinet': 'sinet_r50', 'sbnet': 'sbnet_r50', 'idnet': 'idnet_r50',

@@ -27,7 +27,7 @@ from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
 
 __all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released',
-           'numpy_scalars_allowed', 'reid_config', 'sha256_of']
+           'numpy_scalars_allowed', 'reid_config', 'sha256_of', 'train_identities']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
 INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
@@ -107,6 +107,8 @@ def _check_output_folder(out_dir: Path) -> None:
 def infer_arch(state_dict: dict[str, torch.Tensor]) -> str:
     """Guess the architecture from which modules a (released or converted) state dict contains."""
     keys = state_dict.keys()
+    if 'cv_embed' in keys or any(k.startswith(('TMD.', 'image_encoder.')) for k in keys):  # TF-CLIP
+        return 'tfclip_vit_b16'
     if any(('.down_channel.' in k) or ('.recover_bn.' in k) for k in keys):  # statistic attention
         return 'sanet_r50'
     has_idm = any(('thw_reduction' in k) or ('.integrate.' in k) for k in keys)
@@ -131,25 +133,47 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
     return '\n'.join(lines)
 
 
+def _tfclip() -> Any:
+    from . import tfclip  # here, not at the top: tfclip imports _builder, which imports this module
+    return tfclip
+
+
+def train_identities(state_dict: dict[str, torch.Tensor]) -> int:
+    """Training identities of a checkpoint: the rows of its classifier (TF-CLIP: of ``classifier2``, which the
+    converted model drops), 0 without one."""
+    w = state_dict.get('classifier.weight')
+    return int(w.shape[0]) if w is not None else _tfclip().released_num_classes(state_dict)
+
+
 def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,
                   img_size: tuple[int, int] | None = None) -> VideoReIDNet:
     """Build the model for a released (or converted) checkpoint and load it strictly; eval mode.
 
     ``img_size`` (frame height, width) defaults to the architecture's 256x128; IDM weights fit only the size
-    they were trained for.
+    they were trained for. TF-CLIP files give an embedding model (their classifiers are training-only) with as
+    many camera embeddings as the file has.
     """
     state_dict = load_checkpoint_file(path)
     guessed = infer_arch(state_dict)
     arch = canonical_arch(arch or guessed)
     if arch not in ARCHITECTURES:
         raise CheckpointError(f'unknown architecture {arch!r}; expected one of {", ".join(ARCHITECTURES)}')
-    if num_classes is None:
+    kwargs: dict[str, Any] = {'img_size': tuple(img_size)} if img_size else {}
+    filter_fn = checkpoint_filter_fn
+    tfclip = _tfclip()
+    if arch in tfclip.ARCHS:
+        if guessed != arch:
+            raise CheckpointError(f'{path} does not match {arch}: it looks like {guessed} (no TF-CLIP keys)')
+        kwargs.update(tfclip.model_kwargs_from_state_dict(state_dict))
+        filter_fn = tfclip.checkpoint_filter_fn
+        num_classes = num_classes or 0
+    elif num_classes is None:
         w = state_dict.get('classifier.weight')
         num_classes = int(w.shape[0]) if w is not None else 0
-    model = timm.create_model(arch, num_classes=num_classes, **({'img_size': tuple(img_size)} if img_size else {}))
+    model = timm.create_model(arch, num_classes=num_classes, **kwargs)
     # on a mismatch, lead with the likely cause
     hint = f' The checkpoint looks like {guessed}.' if arch != guessed else ''
-    converted = checkpoint_filter_fn(state_dict, model)
+    converted = filter_fn(state_dict, model)
     problems = describe_mismatch(converted, model)
     if problems:
         raise CheckpointError(f'{path} does not match {arch}.{hint}\n{problems}')
@@ -157,19 +181,42 @@ def load_released(path: str | Path, arch: str | None = None, num_classes: int | 
     return model.eval()
 
 
-def reid_config(model: VideoReIDNet, dataset: str | None, source: dict[str, Any]) -> dict[str, Any]:
+# what config.json says of each test protocol (the model's pretrained_cfg names it; 'dense' by default)
+PROTOCOL_TEXT = {
+    'dense': 'dense: every frame in 4-frame strided clips, clip embeddings averaged; cosine distance',
+    'tfclip': 'tfclip: every frame in consecutive 8-frame clips, the last padded by cycling its own frames, clip '
+              'embeddings averaged; L2-normalised Euclidean distance',
+}
+INPUT_LAYOUT = {
+    False: '(B, T, 3, H, W), T a multiple of frames_per_clip',
+    True: '(B, T, 3, H, W) and camids (B,), the camera id of each clip: model(x, camids)',
+}
+
+
+def reid_config(model: VideoReIDNet, dataset: str | None, source: dict[str, Any],
+                num_train_identities: int | None = None) -> dict[str, Any]:
     """The re-ID fields written next to timm's own in config.json."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    protocol = cfg.get('protocol', 'dense')
     return {
         'reid': {
             'frames_per_clip': model.clip_len,
             'embedding_dim': model.num_features,
-            'num_train_identities': model.num_classes,
+            'num_train_identities': model.num_classes if num_train_identities is None else num_train_identities,
             'dataset': dataset,
-            'protocol': 'dense: every frame in 4-frame strided clips, clip embeddings averaged; cosine distance',
-            'input_layout': '(B, T, 3, H, W), T a multiple of frames_per_clip',
+            'protocol': PROTOCOL_TEXT.get(protocol, protocol),
+            'input_layout': INPUT_LAYOUT[bool(cfg.get('camera_input', False))],
         },
         'source': source,
     }
+
+
+def _model_args(model: VideoReIDNet) -> dict[str, Any]:
+    """The architecture arguments config.json records (timm < 1.0.31 records none by itself)."""
+    args: dict[str, Any] = {'img_size': list(model.img_size)}
+    if hasattr(model, 'num_cameras'):  # TF-CLIP: the camera embeddings and ViT depth of the file
+        args.update(num_cameras=model.num_cameras, depth=len(model.image_encoder.blocks))
+    return args
 
 
 def convert(
@@ -204,19 +251,18 @@ def convert(
             'published checkpoint. Download it again.')
     img_size = tuple(pretrained_cfg['input_size'][1:]) if pretrained_cfg and pretrained_cfg.get('input_size') else None
     model = load_released(src, arch, img_size=img_size)
-    if expected_num_classes is not None and model.num_classes != expected_num_classes:
-        raise NumClassesMismatch(src, model.num_classes, expected_num_classes)
+    identities = model.num_classes or train_identities(load_checkpoint_file(src))
+    if expected_num_classes is not None and identities != expected_num_classes:
+        raise NumClassesMismatch(src, identities, expected_num_classes)
     src_info = dict(source or {})
     src_info.update(filename=src.name, sha256=digest)
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in INIT_ONLY_CFG_KEYS}
     cfg.update(pretrained_cfg or {})
     cfg['architecture'] = model.pretrained_cfg['architecture']
     model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg
-    config = reid_config(model, dataset, src_info)
+    config = reid_config(model, dataset, src_info, identities)
     config['reid'].update(extra_config or {})
-    # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
-    save_for_hf(model, str(out_dir), model_config=config, model_args={'img_size': list(model.img_size)},
-                safe_serialization=True)
+    save_for_hf(model, str(out_dir), model_config=config, model_args=_model_args(model), safe_serialization=True)
     return out_dir
 
 

@@ -66,7 +66,7 @@ def convert_entry(spec: str | Path, out_dir: str | Path, src: str | Path | None 
     entry, path = resolve_entry(spec)
     name = entry['name']
     if src is None:
-        log(f"fetching the authors' file of {name} from Google Drive (file id {entry['source']['file_id']})")
+        log(f"fetching the authors' file of {name} from Google Drive (file id {entry['source'].get('file_id')})")
         src = fetch_from_drive(entry)
     src = Path(src)
     if not src.is_file():
@@ -429,7 +429,9 @@ def record(spec: str | Path, results: str | Path | dict[str, Any], write: bool =
 def list_zoo(log: Log = _print) -> list[dict[str, Any]]:
     """Print the zoo with paper and our metrics; returns the entries."""
     def pair(m: dict[str, Any] | None) -> str:
-        return f"{m['mAP']:.1f} / {m['rank1']:.1f}" if m else '-'
+        if not m:
+            return '-'
+        return ' / '.join(f'{m[k]:.1f}' if isinstance(m.get(k), (int, float)) else '-' for k in ('mAP', 'rank1'))
 
     def minp(m: dict[str, Any] | None) -> str:
         return f"{m['mINP']:.1f}" if m and isinstance(m.get('mINP'), (int, float)) else '-'
