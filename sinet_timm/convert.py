@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 import zipfile
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from .errors import CheckpointError, NumClassesMismatch, OutputExistsError
 from .framewise import VideoReIDNet, checkpoint_filter_fn
 
 __all__ = ['convert', 'describe_mismatch', 'infer_arch', 'load_checkpoint_file', 'load_released',
-           'numpy_scalars_allowed', 'reid_config', 'sha256_of', 'train_identities']
+           'family_module', 'numpy_scalars_allowed', 'reid_config', 'sha256_of', 'train_identities']
 
 # pretrained-cfg fields that describe the ImageNet initialisation (the untagged default), not converted weights
 INIT_ONLY_CFG_KEYS = ('tag', 'notes', 'hf_hub_id', 'url', 'file', 'description')
@@ -133,16 +135,23 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
     return '\n'.join(lines)
 
 
-def _tfclip() -> Any:
-    from . import tfclip  # here, not at the top: tfclip imports _builder, which imports this module
-    return tfclip
+def family_module(arch: str) -> ModuleType:
+    """The module that registers ``arch`` with timm: its family file, found through timm's registry (a family
+    file imports this module's users, so it is not imported here). Besides its entrypoint a family file may
+    define ``checkpoint_filter_fn`` (default: the frame-wise families' one), ``model_kwargs_from_state_dict``
+    (the constructor arguments a file needs, e.g. TF-CLIP's number of cameras) and ``released_num_classes``
+    (training identities of a file whose classifiers the model drops)."""
+    return sys.modules[timm.models.model_entrypoint(arch).__module__]
 
 
-def train_identities(state_dict: dict[str, torch.Tensor]) -> int:
-    """Training identities of a checkpoint: the rows of its classifier (TF-CLIP: of ``classifier2``, which the
-    converted model drops), 0 without one."""
+def train_identities(state_dict: dict[str, torch.Tensor], arch: str | None = None) -> int:
+    """Training identities of a checkpoint: the rows of its classifier, or what its family reads from a file
+    whose classifiers the model drops (TF-CLIP's ``classifier2``); 0 without one."""
     w = state_dict.get('classifier.weight')
-    return int(w.shape[0]) if w is not None else _tfclip().released_num_classes(state_dict)
+    if w is not None:
+        return int(w.shape[0])
+    count = getattr(family_module(arch or infer_arch(state_dict)), 'released_num_classes', None)
+    return count(state_dict) if count is not None else 0
 
 
 def load_released(path: str | Path, arch: str | None = None, num_classes: int | None = None,
@@ -150,27 +159,26 @@ def load_released(path: str | Path, arch: str | None = None, num_classes: int | 
     """Build the model for a released (or converted) checkpoint and load it strictly; eval mode.
 
     ``img_size`` (frame height, width) defaults to the architecture's 256x128; IDM weights fit only the size
-    they were trained for. TF-CLIP files give an embedding model (their classifiers are training-only) with as
-    many camera embeddings as the file has.
+    they were trained for. A family's ``model_kwargs_from_state_dict`` reads the other constructor arguments from
+    the file (TF-CLIP: an embedding model, its classifiers being training-only, with the file's cameras).
     """
     state_dict = load_checkpoint_file(path)
     guessed = infer_arch(state_dict)
     arch = canonical_arch(arch or guessed)
     if arch not in ARCHITECTURES:
         raise CheckpointError(f'unknown architecture {arch!r}; expected one of {", ".join(ARCHITECTURES)}')
+    family = family_module(arch)
     kwargs: dict[str, Any] = {'img_size': tuple(img_size)} if img_size else {}
-    filter_fn = checkpoint_filter_fn
-    tfclip = _tfclip()
-    if arch in tfclip.ARCHS:
-        if guessed != arch:
-            raise CheckpointError(f'{path} does not match {arch}: it looks like {guessed} (no TF-CLIP keys)')
-        kwargs.update(tfclip.model_kwargs_from_state_dict(state_dict))
-        filter_fn = tfclip.checkpoint_filter_fn
-        num_classes = num_classes or 0
+    from_file = getattr(family, 'model_kwargs_from_state_dict', None)
+    if from_file is not None:
+        kwargs.update(from_file(state_dict))
     elif num_classes is None:
         w = state_dict.get('classifier.weight')
         num_classes = int(w.shape[0]) if w is not None else 0
-    model = timm.create_model(arch, num_classes=num_classes, **kwargs)
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    filter_fn = getattr(family, 'checkpoint_filter_fn', checkpoint_filter_fn)
+    model = timm.create_model(arch, **kwargs)
     # on a mismatch, lead with the likely cause
     hint = f' The checkpoint looks like {guessed}.' if arch != guessed else ''
     converted = filter_fn(state_dict, model)
@@ -251,7 +259,7 @@ def convert(
             'published checkpoint. Download it again.')
     img_size = tuple(pretrained_cfg['input_size'][1:]) if pretrained_cfg and pretrained_cfg.get('input_size') else None
     model = load_released(src, arch, img_size=img_size)
-    identities = model.num_classes or train_identities(load_checkpoint_file(src))
+    identities = model.num_classes or train_identities(load_checkpoint_file(src), model.pretrained_cfg['architecture'])
     if expected_num_classes is not None and identities != expected_num_classes:
         raise NumClassesMismatch(src, identities, expected_num_classes)
     src_info = dict(source or {})

@@ -429,7 +429,8 @@ def model_kwargs_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
         raise CheckpointError('not a TF-CLIP state dict: it has no camera embedding (cv_embed)')
     blocks = {k.split('.')[2] if k.startswith('image_encoder.blocks.') else k.split('.')[3] for k in sd
               if k.startswith(('image_encoder.blocks.', 'image_encoder.transformer.resblocks.'))}
-    return {'num_cameras': int(sd['cv_embed'].shape[0]), 'depth': len(blocks)}
+    # an embedding model: the released classifiers are training-only
+    return {'num_cameras': int(sd['cv_embed'].shape[0]), 'depth': len(blocks), 'num_classes': 0}
 
 
 def released_num_classes(state_dict: dict[str, torch.Tensor]) -> int:
