@@ -395,9 +395,37 @@ def _convert_released(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+def is_timm_clip(state_dict: dict[str, Any]) -> bool:
+    """timm's CLIP ViT image tower (``timm/vit_base_patch16_clip_224.openai``): our backbone's keys, unprefixed."""
+    return 'patch_embed.proj.weight' in state_dict and 'cls_token' in state_dict
+
+
+def _convert_timm_clip(state_dict: dict[str, torch.Tensor], model: TFCLIP) -> dict[str, torch.Tensor]:
+    """CLIP's image tower -> the backbone and projection; the camera embeddings and TMD keep their own init.
+
+    The positional embedding of the 14x14 grid (224x224) is resized to the model's grid (16x8 for 256x128) by
+    bilinear interpolation, as the authors do when they load CLIP (``resize_pos_embed``)."""
+    out = dict(model.state_dict())
+    for k, v in state_dict.items():
+        if k == 'head.weight':  # CLIP's projection, stored by timm as a bias-free head
+            out['proj.weight'] = v
+        elif k != 'head.bias':
+            out[f'image_encoder.{k}'] = v
+    pos, own = out['image_encoder.pos_embed'], model.image_encoder.pos_embed
+    if pos.shape != own.shape:
+        gh, gw = model.image_encoder.patch_embed.grid_size
+        side = int(round((pos.shape[1] - 1) ** 0.5))
+        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+        grid = F.interpolate(grid, size=(gh, gw), mode='bilinear', align_corners=False)
+        out['image_encoder.pos_embed'] = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
+                                                    .to(pos.dtype)], dim=1)
+    return out
+
+
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: TFCLIP) -> dict[str, torch.Tensor]:
-    """Accept our own checkpoints and the authors' ``best_model.pth.tar`` (a plain state dict, ``module.``
-    prefixes when trained under DataParallel, or one inside ``{'state_dict': ...}``).
+    """Accept our own checkpoints, the authors' ``best_model.pth.tar`` (a plain state dict, ``module.``
+    prefixes when trained under DataParallel, or one inside ``{'state_dict': ...}``) and timm's CLIP ViT-B/16
+    image tower (the ``.openai`` init: its positional embedding resized to the frame grid).
 
     The authors' file: CLIP's visual names become timm's, ``proj`` becomes a linear layer, TMD and ``cv_embed``
     keep their names, and what only training uses is dropped (identity classifiers, BN necks, the prompt generator
@@ -409,6 +437,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TFCLIP) -> dict[str,
     state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
     if is_released(state_dict):
         state_dict = _convert_released(state_dict)
+    elif is_timm_clip(state_dict):
+        state_dict = _convert_timm_clip(state_dict, model)
     if model.num_classes == 0:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
     own = model.state_dict()
@@ -468,7 +498,10 @@ def _zoo_cfg(name: str, fields: dict[str, Any]) -> Any:
 _zoo = sorted(zoo_pretrained_cfgs(ARCHS).items(), key=lambda item: not item[0].endswith('.mars'))
 default_cfgs = generate_default_cfgs({
     **{name: _zoo_cfg(name, fields) for name, fields in _zoo},
-    'tfclip_vit_b16': _cfg(num_cameras=6),  # random init: MARS's 6 cameras unless num_cameras is given
+    # the authors' initialisation: OpenAI's CLIP ViT-B/16 image tower (timm's copy); MARS's 6 cameras unless
+    # num_cameras is given; camera embeddings and TMD untrained
+    'tfclip_vit_b16.openai': _cfg(hf_hub_id='timm/vit_base_patch16_clip_224.openai', num_cameras=6,
+                                  notes=('CLIP image tower init; camera embeddings and TMD untrained',)),
 })
 
 

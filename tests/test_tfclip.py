@@ -81,6 +81,21 @@ def test_filter_drops_training_only_tensors_and_prefixes():
     assert set(checkpoint_filter_fn({**own, 'head.weight': torch.zeros(3, 2048)}, model)) == set(own)
 
 
+def test_openai_clip_init_maps_timms_clip_tower_and_resizes_positions():
+    """The `.openai` tag's file (timm's CLIP ViT-B/16 tower, 224x224): backbone and projection from it, positions
+    resized bilinearly to the 16x8 grid as the authors do, cameras and TMD keep their init."""
+    clip = timm.create_model('vit_base_patch16_clip_quickgelu_224', depth=1, num_classes=512).state_dict()
+    model = timm.create_model('tfclip_vit_b16', depth=1)
+    got = checkpoint_filter_fn(clip, model)
+    model.load_state_dict(got, strict=True)
+    grid = clip['pos_embed'][:, 1:].reshape(1, 14, 14, 768).permute(0, 3, 1, 2)
+    resized = nn.functional.interpolate(grid, size=(16, 8), mode='bilinear').flatten(2).transpose(1, 2)
+    torch.testing.assert_close(model.image_encoder.pos_embed[:, 1:], resized)
+    torch.testing.assert_close(model.proj.weight, clip['head.weight'])
+    torch.testing.assert_close(model.image_encoder.blocks[0].attn.qkv.weight, clip['blocks.0.attn.qkv.weight'])
+    assert timm.get_pretrained_cfg('tfclip_vit_b16.openai').hf_hub_id == 'timm/vit_base_patch16_clip_224.openai'
+
+
 def test_create_model_loads_the_released_file_by_tag(tmp_path):
     """pretrained_cfg_overlay=dict(file=...) on the authors' file: the .lsvid tag brings its 15 cameras."""
     path = tmp_path / 'best_model.pth.tar'
@@ -149,6 +164,7 @@ def test_bf16_autocast_and_timm_api():
 
 
 def test_zoo_tags_carry_protocol_and_cameras():
+    assert timm.get_pretrained_cfg('tfclip_vit_b16').tag == 'mars'  # the default tag
     for tag, cams in (('mars', 6), ('lsvid', 15), ('ilidsvid', 2)):
         cfg = timm.get_pretrained_cfg(f'tfclip_vit_b16.{tag}')
         assert (cfg.protocol, cfg.camera_input, cfg.num_cameras, cfg.num_classes) == ('tfclip', True, cams, 0)
