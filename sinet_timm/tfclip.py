@@ -30,6 +30,13 @@ Input: clips ``(B, T, 3, 256, 128)`` (any T >= 1; the authors test with 8) or cr
 one-frame clip, which embeds exactly as that frame repeated: the protocol's padding), and ``camids`` (B,) camera
 indices in ``0..num_cameras-1``. Without camera ids the model raises :class:`~sinet_timm.errors.ModelInputError`
 unless ``model.camera_fallback = 'mean'`` (then every clip gets the mean of the camera embeddings).
+
+Pretrained tags: ``.mars`` (the default), ``.lsvid`` and ``.ilidsvid`` are the authors' checkpoints (zoo files
+``hub_configs/tfclip_vit_b16.*.yaml``); ``.openai`` is their initialisation, OpenAI's CLIP image tower. Their cfgs
+(:class:`~sinet_timm._pretrained.VideoPretrainedCfg`) say ``protocol='tfclip'``, ``camera_input=True`` and
+``num_cameras``, which ``timm.create_model`` passes to the model unless ``num_cameras`` is given. The model
+returns the embedding (or a new classifier's logits) in train mode too: the paper's training (CLIP-Memory, SSP,
+its losses) is not reproduced here.
 """
 from __future__ import annotations
 
@@ -104,9 +111,10 @@ def _clip_mlp(dim: int, device=None, dtype=None) -> nn.Sequential:
 class TemporalMemoryDiffusionBlock(nn.Module):
     """One TMD block (the released ``CrossFramelAttentionBlock``; its parameter names).
 
-    Temporal memory communication (Sec. 3.3, Eq. 7-8): each frame's token mean, through ``message_fc``, is that
-    frame's memory token; the memory tokens of a clip attend to each other (pre-norm ``message_ln``, residual).
-    Memory diffusion (Eq. 9-10): each frame's memory token joins the frame's own tokens and one pre-norm
+    The two steps the released code names TMC and MD. Temporal memory construction: each frame's token mean,
+    through ``message_fc``, is that frame's memory token; the memory tokens of a clip attend to each other
+    (pre-norm ``message_ln``, residual). Memory diffusion: each frame's memory token joins the frame's own tokens
+    and one pre-norm
     transformer block (``ln_1``/``attn``, ``ln_2``/``mlp``) runs over them, spreading the clip's temporal
     information to every token. ``(B*T, L, C)`` -> ``(B*T, L + 1, C)`` (the memory token last).
     """
@@ -310,7 +318,8 @@ class TFCLIP(nn.Module):
         camera = self.camera_embedding(camids, b).expand(b, -1).repeat_interleave(t, dim=0)  # (B*T, D)
         vit = self.image_encoder
         tokens = vit.patch_embed(clips.flatten(0, 1))  # (B*T, h*w, D)
-        # the camera joins each frame's class token before the positional embedding and ln_pre (Sec. 3.4)
+        # SIE (side information embedding): the camera joins each frame's class token before the positional
+        # embedding and ln_pre
         cls = vit.cls_token + camera[:, None, :]
         tokens = vit.pos_drop(torch.cat([cls, tokens], dim=1) + vit.pos_embed)
         tokens = vit.norm_pre(vit.patch_drop(tokens))
