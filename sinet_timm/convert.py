@@ -262,6 +262,10 @@ def convert(
     identities = model.num_classes or train_identities(load_checkpoint_file(src), model.pretrained_cfg['architecture'])
     if expected_num_classes is not None and identities != expected_num_classes:
         raise NumClassesMismatch(src, identities, expected_num_classes)
+    cameras = (pretrained_cfg or {}).get('num_cameras')
+    if cameras is not None and getattr(model, 'num_cameras', cameras) != cameras:
+        raise CheckpointError(f'{src} has {model.num_cameras} camera embeddings, expected {cameras} (the training '
+                              'set\'s cameras): it is a checkpoint of another dataset')
     src_info = dict(source or {})
     src_info.update(filename=src.name, sha256=digest)
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in INIT_ONLY_CFG_KEYS}

@@ -58,7 +58,7 @@ from timm.models import (
 
 from ._builder import create_video_model
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
-from ._zoo import zoo_entries, zoo_pretrained_cfgs
+from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
 
 __all__ = ['TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock', 'checkpoint_filter_fn',
@@ -494,19 +494,20 @@ def _cfg(**kwargs: Any) -> Any:
         **kwargs})
 
 
-def _zoo_cfg(name: str, fields: dict[str, Any]) -> Any:
-    # the zoo's num_classes counts the training identities; the released classifiers are training-only, so the
-    # model is an embedding model (num_classes 0); num_cameras: the training set's cameras (MARS 6, LS-VID 15,
-    # iLIDS-VID 2, as the released datasets count them)
-    entry = zoo_entries()[name]
-    return _cfg(**{**fields, 'num_classes': 0, 'num_cameras': entry.get('num_cameras'),
-                   'protocol': entry.get('protocol', 'tfclip')})
+def zoo_cfg_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """Pretrained-cfg fields of a TF-CLIP zoo entry. The zoo's ``num_classes`` counts the training identities,
+    but the released classifiers are training-only, so the model is an embedding model (``num_classes`` 0);
+    ``num_cameras`` is the training set's (MARS 6, LS-VID 15, iLIDS-VID 2, as the released datasets count
+    them)."""
+    return {**pretrained_cfg_fields(entry), 'num_classes': 0, 'num_cameras': entry.get('num_cameras'),
+            'protocol': entry.get('protocol', 'tfclip')}
 
 
 # the first tag with weights is timm's default: MARS's, the headline checkpoint
-_zoo = sorted(zoo_pretrained_cfgs(ARCHS).items(), key=lambda item: not item[0].endswith('.mars'))
+_entries = sorted(((n, e) for n, e in zoo_entries().items() if e['architecture'] in ARCHS),
+              key=lambda item: not item[0].endswith('.mars'))
 default_cfgs = generate_default_cfgs({
-    **{name: _zoo_cfg(name, fields) for name, fields in _zoo},
+    **{name: _cfg(**zoo_cfg_fields(entry)) for name, entry in _entries},
     # the authors' initialisation: OpenAI's CLIP ViT-B/16 image tower (timm's copy); MARS's 6 cameras unless
     # num_cameras is given; camera embeddings and TMD untrained
     'tfclip_vit_b16.openai': _cfg(hf_hub_id='timm/vit_base_patch16_clip_224.openai', num_cameras=6,

@@ -188,3 +188,23 @@ def test_sinet_convert_makes_a_local_dir_folder(tmp_path, capsys):
     with torch.no_grad():
         assert _rel_err(model(clips, cams), released_forward(sd, clips, cams)) <= 1e-5
     assert 'tfclip_vit_b16' in capsys.readouterr().out
+
+
+def test_sinet_hub_convert_checks_the_file_against_the_zoo_entry(tmp_path, capsys):
+    from sinet_cli.hub import main
+
+    src = tmp_path / 'best_model.pth.tar'
+    save_released_checkpoint(src, seed=12, num_cameras=2, num_classes=150, layers=1)
+    out = tmp_path / 'ilids'
+    assert main(['convert', 'tfclip_vit_b16.ilidsvid', '--src', str(src), '--out', str(out)]) == 0
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['pretrained_cfg']['tag'] == 'ilidsvid' and cfg['pretrained_cfg']['num_cameras'] == 2
+    assert cfg['reid']['zoo_entry'] == 'tfclip_vit_b16.ilidsvid' and cfg['reid']['protocol_name'] == 'tfclip'
+    assert timm.create_model(f'local-dir:{out}', pretrained=True).num_cameras == 2
+    capsys.readouterr()
+    # MARS's file (6 cameras, 625 identities) under the iLIDS-VID entry: one line, exit 2
+    mars = tmp_path / 'mars.pth.tar'
+    save_released_checkpoint(mars, seed=13, num_cameras=6, num_classes=150, layers=1)
+    assert main(['convert', 'tfclip_vit_b16.ilidsvid', '--src', str(mars), '--out', str(tmp_path / 'x')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '6 camera embeddings, expected 2' in err[0]
