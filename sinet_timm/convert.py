@@ -220,11 +220,10 @@ def reid_config(model: VideoReIDNet, dataset: str | None, source: dict[str, Any]
 
 
 def _model_args(model: VideoReIDNet) -> dict[str, Any]:
-    """The architecture arguments config.json records (timm < 1.0.31 records none by itself)."""
-    args: dict[str, Any] = {'img_size': list(model.img_size)}
-    if hasattr(model, 'num_cameras'):  # TF-CLIP: the camera embeddings and ViT depth of the file
-        args.update(num_cameras=model.num_cameras, depth=len(model.image_encoder.blocks))
-    return args
+    """The architecture arguments config.json records (timm < 1.0.31 records none by itself): the frame size,
+    and what a model's ``architecture_args()`` adds (TF-CLIP: its cameras and ViT shape)."""
+    extra = getattr(model, 'architecture_args', None)
+    return {'img_size': list(model.img_size), **(extra() if extra is not None else {})}
 
 
 def convert(

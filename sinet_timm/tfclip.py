@@ -212,6 +212,8 @@ class TFCLIP(nn.Module):
         self.grad_checkpointing = False
         self.embed_dim = embed_dim
         self.proj_dim = proj_dim
+        self.tmd_layers = tmd_layers
+        self.num_heads = num_heads
         self.num_features = self.head_hidden_size = 2 * embed_dim + proj_dim  # 2048 for ViT-B/16
 
         vit_args = dict(CLIP_VIT_B16_ARGS, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
@@ -226,6 +228,12 @@ class TFCLIP(nn.Module):
         self.reset_classifier(num_classes)
 
     # --- timm model API -------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def architecture_args(self) -> dict[str, Any]:
+        """The constructor arguments a saved copy needs besides the frame size (config.json's ``model_args``)."""
+        return dict(num_cameras=self.num_cameras, depth=len(self.image_encoder.blocks), embed_dim=self.embed_dim,
+                    num_heads=self.num_heads, proj_dim=self.proj_dim, tmd_layers=self.tmd_layers)
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {'cv_embed', 'image_encoder.pos_embed', 'image_encoder.cls_token'}
