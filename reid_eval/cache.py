@@ -13,6 +13,7 @@ interrupted run leaves only whole shards behind and the next run resumes from th
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,8 +115,11 @@ class FeatureCache:
             os.replace(tmp, path)
         except OSError as e:
             raise _unwritable(self.folder, e) from None
+        except Exception as e:  # safetensors reports a failed write (disk full, file size limit) as its own error
+            raise _unwritable(self.folder, OSError(str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only disk refuses the clean-up too
+                tmp.unlink(missing_ok=True)
 
     def load(self, s: int, files: str) -> torch.Tensor | None:
         """Shard ``s`` if it is there and checks out (``files``: the digest of its frame files now); ``None``
@@ -146,7 +150,9 @@ class FeatureCache:
             return None, f'written for another extraction or shard layout ({", ".join(wrong)} differ)'
         if meta.get('files') != files:
             return None, 'some of its frame files changed (size or modification time) since it was computed'
-        if emb.dim() != 2 or emb.shape[0] != hi - lo:
+        if emb.dtype != torch.float32:
+            return None, f'{emb.dtype} values where float32 embeddings are written'
+        if emb.dim() != 2 or emb.shape[0] != hi - lo or emb.shape[1] == 0:
             return None, f'{tuple(emb.shape)} embeddings where {hi - lo} rows were recorded'
         if tensor_sha256(emb) != meta.get('sha256'):
             return None, 'its data do not match the checksum recorded with them (changed after it was written)'

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sinet_timm.paths import replace_file
+
 from .errors import OutputExistsError, ResultsFileError
 from .results import METRIC_KEYS, VARIANTS, model_label
 
@@ -157,6 +159,4 @@ def write_markdown(rows: list[CompareRow], path: str | Path, overwrite: bool = F
     sources = list(dict.fromkeys(r.source for r in rows))
     text = markdown_table(rows) + '\nMetrics in percent (mAP, CMC rank-1/5/10/20, mINP). Runs: ' + ', '.join(
         f'`{s}`' for s in sources) + '.\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return replace_file(path, lambda tmp: tmp.write_text(text))

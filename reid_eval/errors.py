@@ -10,8 +10,8 @@ from sinet_timm.errors import OutputExistsError, SinetTimmError
 
 __all__ = [
     'CacheError', 'DatasetLayoutError', 'EmptyTrackletError', 'EvalError', 'FeatureFileError', 'FrameReadError',
-    'NonFiniteFeaturesError', 'OutputExistsError', 'RenderersDiedError', 'ResultsFileError', 'SearchError',
-    'SinetTimmError', 'TrackletInputError', 'VizError', 'WorkersDiedError',
+    'ModelOutputError', 'NonFiniteFeaturesError', 'OutputExistsError', 'RenderersDiedError', 'ResultsFileError',
+    'SearchError', 'SinetTimmError', 'TrackletInputError', 'VizError', 'WorkersDiedError', 'WorkersStuckError',
 ]
 
 
@@ -47,6 +47,11 @@ class WorkersDiedError(SinetTimmError, RuntimeError):
         self.report = report
 
 
+class WorkersStuckError(SinetTimmError, RuntimeError):
+    """The DataLoader workers cannot hand batches to the main process (shared memory full or limited by a file
+    size limit), or gave none for a long time: a run that would otherwise wait forever."""
+
+
 class CacheError(SinetTimmError, OSError):
     """The feature cache cannot be written (read-only or full disk)."""
 
@@ -58,6 +63,11 @@ class NonFiniteFeaturesError(SinetTimmError, ValueError):
     def __init__(self, message: str, tracklets: list[str], weights_finite: bool | None) -> None:
         super().__init__(message)
         self.tracklets, self.weights_finite = tracklets, weights_finite
+
+
+class ModelOutputError(SinetTimmError, ValueError):
+    """The model's output is not a (clips, D) floating-point tensor of embeddings (tuple, dict, maps, wrong rows,
+    zero or changing width, integers), or the model cannot run on the input (weights on the meta device)."""
 
 
 class TrackletInputError(SinetTimmError, ValueError):

@@ -13,6 +13,7 @@ import datetime as _dt
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .cache import FeatureCache, default_cache_dir
+from ._checks import is_int
+from .cache import CacheWarning, FeatureCache, default_cache_dir
 from .datasets import check_layout, get_spec, load_dataset
 from .errors import EvalError
 from .extraction import (
@@ -34,10 +36,18 @@ from .extraction import (
     extract_features,
     resolve_amp,
 )
-from .models import LoadedModel, check_model_name, for_inference, load_model, weights_sha256
+from .models import (
+    LoadedModel,
+    check_model_name,
+    computation_key,
+    for_inference,
+    load_model,
+    takes_cameras,
+    weights_sha256,
+)
 from .paper import paper_metrics
 from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
-from .protocol import MODES, evenly_spaced
+from .protocol import MODES, PROTOCOLS, Protocol, evenly_spaced, get_protocol
 from .ranking import RANKERS, rank_distances, rank_metrics, ranker_description
 from .results import METRIC_KEYS, VARIANTS, Embeddings, EvalResult, SplitResult, versions
 from .synthetic import demo_dataset_root
@@ -47,14 +57,16 @@ __all__ = ['GALLERY_RULES', 'SYNTHETIC', 'EvalOptions', 'ReIDEvaluator', 'evalua
            'gallery_description', 'rank', 'rank_variants', 'resolve_device']
 
 SYNTHETIC = 'synthetic'  # the demo dataset: a small generated MARS-format set (no --root needed)
-GALLERY_RULES = ('auto', 'yes', 'no')  # --add-query-to-gallery: auto is the released rule (MARS yes, others no)
+GALLERY_RULES = ('auto', 'yes', 'no')  # --add-query-to-gallery: auto is the protocol's released rule
+CAMERA_FALLBACKS = (None, 'mean')  # what a camera-taking model gets without camera ids: an error, or its mean camera
 
 
 @dataclass
 class EvalOptions:
     """How to evaluate: the protocol and how to run it. The defaults are ``sinet-eval``'s (the released protocol)."""
 
-    mode: str = 'dense'  # dense: every frame in 4-frame strided clips (the paper); sampled: one clip per tracklet
+    protocol: str = 'auto'  # auto: the model's own (pretrained_cfg['protocol'], default dense); or a PROTOCOLS name
+    mode: str | None = None  # the protocol's old name, kept for scripts: dense, sampled (or any PROTOCOLS name)
     split: int | str | Sequence[int] = 0  # split id of iLIDS-VID / PRID-2011, 'all' (mean and std), or a list
     clip_len: int | None = None  # frames per clip (default: the model's, 4 for the SINet family)
     batch_clips: int | None = None  # clips per forward pass (default: 32 on CUDA, 4 on CPU)
@@ -73,29 +85,36 @@ class EvalOptions:
     query_frames: int | None = None  # image-to-video: each query from this many evenly spaced frames (None: all)
     rerank: RerankOptions | None = None  # also report k-reciprocal re-ranked metrics (a separate result)
     aqe: AQEOptions | None = None  # also report metrics after average query expansion (a separate result)
+    camera_fallback: str | None = None  # a model that takes camera ids gets them; 'mean': its mean camera instead
 
     def validate(self) -> None:
         """Raise :class:`EvalError` for an option that cannot work, naming the command-line flag."""
-        if self.mode not in MODES:
+        if self.mode is not None and self.mode not in MODES:
             raise EvalError(f'--mode must be one of {", ".join(MODES)}, got {self.mode!r}')
-        if self.batch_clips is not None and self.batch_clips < 1:
-            raise EvalError(f'--batch-clips must be a positive number of clips, got {self.batch_clips}')
-        if self.workers < 0:
-            raise EvalError(f'--workers must be >= 0 (0 decodes in the main process), got {self.workers}')
-        if self.shard_clips < 1:
-            raise EvalError(f'--shard-clips must be a positive number of clips, got {self.shard_clips}')
-        if self.rank_chunk < 1:
-            raise EvalError(f'--rank-chunk must be a positive number of queries, got {self.rank_chunk}')
+        if self.protocol != 'auto' and self.protocol not in PROTOCOLS:
+            raise EvalError(f'--protocol must be auto or one of {", ".join(PROTOCOLS)}, got {self.protocol!r}')
+        if self.mode is not None and self.protocol != 'auto' and self.mode != self.protocol:
+            raise EvalError(f'--mode {self.mode} and --protocol {self.protocol} disagree: give one of them')
+        if self.camera_fallback not in CAMERA_FALLBACKS:
+            raise EvalError(f'--camera-fallback must be one of {", ".join(map(str, CAMERA_FALLBACKS))}, got '
+                            f'{self.camera_fallback!r}')
+        for flag, value, what in (('--batch-clips', self.batch_clips, 'a positive number of clips'),
+                                  ('--workers', self.workers, '>= 0 (0 decodes in the main process)'),
+                                  ('--shard-clips', self.shard_clips, 'a positive number of clips'),
+                                  ('--rank-chunk', self.rank_chunk, 'a positive number of queries'),
+                                  ('clip_len', self.clip_len, 'a positive number of frames')):
+            if value is None and flag in ('--batch-clips', 'clip_len'):
+                continue
+            if not (is_int(value) and value >= (0 if flag == '--workers' else 1)):
+                raise EvalError(f'{flag} must be {what}, got {value!r}' + ('' if is_int(value) else ' (an integer)'))
         if self.amp not in AMP_CHOICES:
             raise EvalError(f'--amp must be one of {", ".join(AMP_CHOICES)}, got {self.amp!r}')
         if self.ranker not in RANKERS:
             raise EvalError(f'--ranker must be one of {", ".join(RANKERS)}, got {self.ranker!r}')
-        if self.clip_len is not None and self.clip_len < 1:
-            raise EvalError(f'clip_len must be a positive number of frames, got {self.clip_len}')
         if not isinstance(self.add_query_to_gallery, bool) and self.add_query_to_gallery not in GALLERY_RULES:
             raise EvalError(f'--add-query-to-gallery must be one of {", ".join(GALLERY_RULES)}, got '
                             f'{self.add_query_to_gallery!r}')
-        if self.query_frames is not None and not (isinstance(self.query_frames, int) and self.query_frames >= 1):
+        if self.query_frames is not None and not (is_int(self.query_frames) and self.query_frames >= 1):
             raise EvalError(f'--query-frames must be a positive number of frames, got {self.query_frames!r}')
         for name, kind in (('rerank', RerankOptions), ('aqe', AQEOptions)):
             value = getattr(self, name)
@@ -104,12 +123,30 @@ class EvalOptions:
             if value is not None:
                 value.validate()
 
+    def resolved(self, module: nn.Module | None = None) -> EvalOptions:
+        """These options with the protocol decided: the one asked for (``protocol``, or ``mode``), else the one
+        ``module``'s pretrained cfg names, else ``dense``. ``mode`` and ``protocol`` then both hold its name."""
+        name = self.protocol if self.protocol != 'auto' else self.mode
+        if name is None:
+            cfg = getattr(getattr(module, '_orig_mod', module), 'pretrained_cfg', None) or {}
+            name = cfg.get('protocol') or 'dense'
+        get_protocol(name)  # a model's cfg naming an unknown protocol is said here
+        return dataclasses.replace(self, protocol=name, mode=name)
+
+    @property
+    def test_protocol(self) -> Protocol:
+        """The :class:`~reid_eval.protocol.Protocol` these options run (``dense`` until resolved)."""
+        return get_protocol(self.mode or (self.protocol if self.protocol != 'auto' else 'dense'))
+
     def adds_query_to_gallery(self, dataset: str) -> bool:
-        """Whether the queries are ranked against query + gallery on ``dataset`` (``auto``: as released)."""
+        """Whether the queries are ranked against query + gallery on ``dataset`` (``auto``: as the protocol's
+        release does: the dataset's rule for SINet's and VKD's, always for TF-CLIP's)."""
         rule = self.add_query_to_gallery
         if isinstance(rule, bool):
             return rule
-        return get_spec(dataset).add_query_to_gallery if rule == 'auto' else rule == 'yes'
+        if rule == 'auto':
+            return True if self.test_protocol.gallery == 'yes' else get_spec(dataset).add_query_to_gallery
+        return rule == 'yes'
 
     @property
     def gallery_setting(self) -> str:
@@ -248,12 +285,12 @@ def rank_variants(
     return {k: metrics[k] for k in VARIANTS if k in metrics}, seconds
 
 
-def gallery_description(dataset: str, add_query: bool) -> str:
+def gallery_description(dataset: str, add_query: bool, released: bool | None = None) -> str:
     """The gallery rule as every output states it, e.g. ``'MARS gallery = query + gallery'``; a rule other than the
-    released one says so."""
+    released one (``released``: the protocol's rule; default the dataset's) says so."""
     spec = get_spec(dataset)
     text = f'{spec.display_name} gallery = ' + ('query + gallery' if add_query else 'gallery only (query not added)')
-    if add_query != spec.add_query_to_gallery:
+    if add_query != (spec.add_query_to_gallery if released is None else released):
         text += ' (not the released rule)'
     return text
 
@@ -263,10 +300,19 @@ def _query_frames_note(n: int) -> str:
     return f'image-to-video: queries from {each}, gallery tracklets whole'
 
 
+def _released_gallery(options: EvalOptions, dataset: str) -> bool:
+    """Whether the protocol's release adds the queries to the gallery on ``dataset``."""
+    return dataclasses.replace(options, add_query_to_gallery='auto').adds_query_to_gallery(dataset)
+
+
 def _protocol(options: EvalOptions, spec_name: str, input_note: str) -> str:
-    text = (f'{options.mode}; cosine distance; same-identity same-camera gallery entries removed (torchreid '
-            f'Market-1501 ranking, {ranker_description(options.ranker)})')
-    text += f'; {gallery_description(spec_name, options.adds_query_to_gallery(spec_name))}'
+    p = options.test_protocol
+    text = p.name if p.name in ('dense', 'sampled') else p.describe()  # SINet's text as it always was
+    text += (f'; {p.distance}; same-identity same-camera gallery entries removed (torchreid '
+             f'Market-1501 ranking, {ranker_description(options.ranker)})')
+    gallery = gallery_description(spec_name, options.adds_query_to_gallery(spec_name),
+                                  _released_gallery(options, spec_name))
+    text += f'; {gallery}'
     if options.query_frames:
         text += f'; {_query_frames_note(options.query_frames)}'
     if input_note:
@@ -279,8 +325,13 @@ def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cach
              ) -> tuple[torch.Tensor | None, ExtractStats, FeatureCache | None]:
     """Features of ``plan`` through the cache folder keyed by everything that changes them (reid_eval.cache)."""
     cache = None
-    if options.cache:
-        facts = {'mode': cache_mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
+    computation, why = computation_key(getattr(module, '_orig_mod', module)) if options.cache else (None, '')
+    if options.cache and computation is None:
+        warnings.warn(f'{type(module).__name__}: features are not cached because what computes them cannot be '
+                      f'identified ({why}); give the module a `cache_key` string naming its computation to cache '
+                      'them', CacheWarning, stacklevel=3)
+    elif options.cache:
+        facts = {'computation': computation, 'mode': cache_mode, 'clip_len': plan.clip_len, 'clips': plan.digest(),
                  'preprocessing': getattr(transform, 'data_config', None) or repr(transform), 'amp': amp,
                  'model_input': input_note or 'clips', 'dataset_dir': data.dataset_dir}
         cache = FeatureCache.open(Path(options.cache_dir or default_cache_dir()), weights=weights, dataset=data.name,
@@ -290,6 +341,27 @@ def _extract(module: nn.Module, plan: ExtractPlan, options: EvalOptions, *, cach
         module, plan, transform, cache, device, batch_clips=options.batch_clips, workers=options.workers, amp=amp,
         shard_clips=options.shard_clips, progress=options.progress, label=label)
     return feats, stats, cache
+
+
+def camera_ids_needed(module: nn.Module, options: EvalOptions, camids: Sequence[int], what: str) -> bool:
+    """Whether ``module`` gets the camera ids of the tracklets: yes when it takes them and no fallback was asked
+    for; camera ids it has no embedding for are an :class:`EvalError`."""
+    if not takes_cameras(module) or options.camera_fallback is not None:
+        return False
+    cfg = getattr(module, '_orig_mod', module).pretrained_cfg
+    known = cfg.get('num_cameras')
+    if known is not None and camids and max(camids) >= known:
+        raise EvalError(f'{what} has camera ids up to {max(camids)}, but the model has embeddings for {known} '
+                        f'cameras (0..{known - 1}), those of the dataset it was trained on: evaluate it on that '
+                        "dataset, or use its mean camera embedding for every tracklet (--camera-fallback mean)")
+    return True
+
+
+def apply_camera_fallback(module: nn.Module, options: EvalOptions) -> None:
+    """Tell a camera-taking model to use its mean camera embedding (``camera_fallback = 'mean'``) when the
+    options ask for it."""
+    if options.camera_fallback is not None and takes_cameras(module):
+        getattr(module, '_orig_mod', module).camera_fallback = options.camera_fallback
 
 
 def evaluate_split(
@@ -315,11 +387,13 @@ def evaluate_split(
     t0 = time.perf_counter()
     data = load_dataset(dataset, root, split)
     t_load = time.perf_counter() - t0
+    options = options.resolved(module)
     add_query = options.adds_query_to_gallery(data.name)
-    clip_len = options.clip_len or clip_len
+    clip_len = options.clip_len or options.test_protocol.clip_len or clip_len
     tracklets = list(data.query) + list(data.gallery)
     names = [os.path.relpath(paths[0], data.dataset_dir) for paths, _, _ in tracklets]
-    plan = ExtractPlan.build(tracklets, options.mode, clip_len, names)
+    cameras = camera_ids_needed(module, options, [c for _, _, c in tracklets], data.name)
+    plan = ExtractPlan.build(tracklets, options.mode, clip_len, names, cameras=cameras)
     amp = resolve_amp(options.amp, device)
     common = dict(data=data, split=split, weights=weights, transform=transform, device=device, amp=amp,
                   input_note=input_note)
@@ -329,7 +403,7 @@ def evaluate_split(
     if options.query_frames:
         n = options.query_frames
         short = [(tuple(evenly_spaced(paths, n)), pid, camid) for paths, pid, camid in data.query]
-        qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq])
+        qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq], cameras=cameras)
         qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=f'{options.mode}-query{n}',
                                                label=f'{label or data.name}, queries from {n} frame(s)', **common)
         for k in ('frames', 'clips', 'seconds', 'model_seconds', 'cached_shards', 'computed_shards'):
@@ -418,6 +492,8 @@ def evaluate(
     check_layout(fmt, root)  # a wrong root is reported before any weights are fetched
     loaded = load_model(model, pretrained=pretrained, checkpoint=checkpoint, seed=seed,
                         data_config=options.data_config)
+    options = options.resolved(loaded.module)
+    apply_camera_fallback(loaded.module, options)
     module = for_inference(loaded.module, device)
     weights = weights_sha256(module)
     transform = FramePreprocess.from_data_config(loaded.data_config)  # uint8 frames to the device, normalised there
@@ -445,8 +521,8 @@ def evaluate(
         versions=versions(device), world_size=world, device=str(device),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights,
         gallery_rule={'query_added': add_query, 'setting': options.gallery_setting,
-                      'released_rule': add_query == get_spec(fmt).add_query_to_gallery,
-                      'description': gallery_description(fmt, add_query)},
+                      'released_rule': add_query == _released_gallery(options, fmt),
+                      'description': gallery_description(fmt, add_query, _released_gallery(options, fmt))},
         query_frames=options.query_frames,
         rerank=options.rerank.to_json() if options.rerank else None,
         aqe=options.aqe.to_json() if options.aqe else None,
@@ -465,10 +541,16 @@ def extract(
         model: str | Path | nn.Module | LoadedModel,
         tracklets: Sequence[InputTracklet | Sequence[str | Path | FrameImage]],
         options: EvalOptions | None = None,
+        *,
+        camids: Sequence[int] | None = None,
         **overrides: Any,
 ) -> torch.Tensor:
-    """(N, D) embeddings of your own tracklets, one per tracklet, under the test protocol (dense by default: all
-    frames, loop-padded 4-frame strided clips whose embeddings are averaged), exactly as ``sinet-extract``.
+    """(N, D) embeddings of your own tracklets, one per tracklet, under the test protocol (the model's own, dense
+    for the SINet family: all frames, loop-padded 4-frame strided clips whose embeddings are averaged), exactly as
+    ``sinet-extract``.
+
+    ``camids``: each tracklet's camera id, for models that take them (TF-CLIP; also ``InputTracklet.camid``); such
+    a model without them is an :class:`EvalError` unless ``camera_fallback='mean'``.
 
     ``tracklets``: :class:`~reid_eval.tracklets.InputTracklet` objects, lists of frame paths, or lists of in-memory
     frames (crops): PIL images, (H, W, 3) uint8 RGB arrays, uint8 tensors (3, H, W) or (H, W, 3), or float tensors
@@ -488,11 +570,25 @@ def extract(
     names = [t.name if isinstance(t, InputTracklet) else f'#{i}' for i, t in enumerate(tracklets)]
     # planned (and the frames checked) before the model is loaded, which may download weights; planned again in
     # the rare case that the model's clip length is not the family's 4
+    if camids is not None and len(camids) != len(frames):
+        raise EvalError(f'{len(camids)} camera ids for {len(frames)} tracklets: give one per tracklet')
+    cams = list(camids) if camids is not None else [getattr(t, 'camid', None) for t in tracklets]
     guess = options.clip_len or (model.clip_len if isinstance(model, LoadedModel) else 4)
-    plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode, guess, names)
+    plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode or 'dense', guess, names)
     loaded = load_model(model, data_config=options.data_config)
-    if (options.clip_len or loaded.clip_len) != plan.clip_len:
-        plan = ExtractPlan.build([(f, i, 0) for i, f in enumerate(frames)], options.mode, loaded.clip_len, names)
+    options = options.resolved(loaded.module)
+    apply_camera_fallback(loaded.module, options)
+    cameras = takes_cameras(loaded.module) and options.camera_fallback is None
+    if cameras and None in cams:
+        raise EvalError(f'{loaded.name} takes camera ids and {cams.count(None)} of {len(cams)} tracklets have none: '
+                        'give each its camera (camids=..., InputTracklet.camid; sinet-extract --camera N), or use '
+                        "the model's mean camera embedding (camera_fallback='mean'; --camera-fallback mean)")
+    clip_len = options.clip_len or options.test_protocol.clip_len or loaded.clip_len
+    tracks = [(f, i, c if cameras else 0) for i, (f, c) in enumerate(zip(frames, cams, strict=True))]
+    if cameras:
+        camera_ids_needed(loaded.module, options, cams, 'the input')
+    if clip_len != plan.clip_len or options.mode != plan.mode or cameras:
+        plan = ExtractPlan.build(tracks, options.mode, clip_len, names, cameras=cameras)
     device = resolve_device(options.device)
     module = for_inference(loaded.module, device)
     feats, _ = extract_features(module, plan, FramePreprocess.from_data_config(loaded.data_config), None, device,

@@ -14,6 +14,12 @@ import os
 import re
 import sys
 import time
+import warnings
+
+try:
+    import resource
+except ImportError:  # not on Windows: there is no file size limit to check there
+    resource = None
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -26,16 +32,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import FeatureCache, shard_range
+from ._checks import is_int, is_number
+from .cache import CacheWarning, FeatureCache, shard_range
 from .errors import (
     DatasetLayoutError,
     EvalError,
     FrameReadError,
+    ModelOutputError,
     NonFiniteFeaturesError,
     TrackletInputError,
     WorkersDiedError,
+    WorkersStuckError,
 )
-from .models import nonfinite_weights
+from .models import check_materialised, nonfinite_weights
 from .protocol import make_clips
 
 __all__ = [
@@ -53,6 +62,22 @@ AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
 _WORKER_DEATH = re.compile(r'DataLoader worker \(pid[^\n]*')  # torch's report, whichever of its forms
 
 
+WORKER_TIMEOUT_S = 120  # seconds the main process waits for a batch before saying the workers are stuck
+
+
+def check_worker_transfer(workers: int, batch_bytes: int) -> None:
+    """DataLoader workers hand each batch over in a shared-memory file: under a file size limit (``ulimit -f``)
+    smaller than a batch they fail in a background thread and the main process would wait forever. Say so first."""
+    if not workers or resource is None:
+        return
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft != resource.RLIM_INFINITY and soft < batch_bytes:
+        raise WorkersStuckError(
+            f'the file size limit (ulimit -f: {soft} bytes) is smaller than one batch of frames ({batch_bytes} '
+            'bytes), which the frame-decoding workers pass to the main process as shared-memory files: raise it '
+            '(ulimit -f unlimited) or decode in the main process with --workers 0 (workers=0)')
+
+
 @contextlib.contextmanager
 def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
     """Turn torch's report of a dead DataLoader worker into a :class:`WorkersDiedError` carrying ``advice``
@@ -64,6 +89,11 @@ def reporting_worker_death(advice: str | Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
+        if 'DataLoader timed out after' in str(e):
+            raise WorkersStuckError(
+                f'the frame-decoding workers handed over no batch for {WORKER_TIMEOUT_S} s: they are stuck or cannot '
+                'pass batches through shared memory (full or limited: check `df -h /dev/shm` and `ulimit -f`); '
+                'decode in the main process with --workers 0 (workers=0)') from None
         if isinstance(e, WorkersDiedError):
             report = e.report
         elif m := _WORKER_DEATH.search(str(e)):
@@ -86,6 +116,10 @@ def open_frame(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert('RGB')
+    except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against images of absurd size
+        size = str(e).split(',')[0].removeprefix('Image size').strip()  # '(N pixels) exceeds limit of M pixels'
+        raise FrameReadError(path, f'its size {size}: PIL refuses to decode it (a guard against decompression '
+                                   'bombs)', 'Frames are person crops: crop or downscale it') from None
     except (OSError, SyntaxError, ValueError) as e:
         raise FrameReadError(path, str(e)) from None
 
@@ -203,7 +237,9 @@ class FramePreprocess:
 
     @classmethod
     def from_data_config(cls, cfg: dict[str, Any]) -> FramePreprocess:
-        """The preprocessing of a timm data config (``input_size``, ``interpolation``, ``mean``, ``std``, ...)."""
+        """The preprocessing of a timm data config (``input_size``, ``interpolation``, ``mean``, ``std``, ...);
+        a field that cannot work is an :class:`EvalError` naming it."""
+        check_data_config(cfg)
         return cls(timm.data.create_transform(**cfg, normalize=False), tuple(cfg['mean']), tuple(cfg['std']),
                    dict(cfg))
 
@@ -215,6 +251,31 @@ class FramePreprocess:
                 torch.tensor(v, dtype=torch.float32, device=x.device).reshape(3, 1, 1) for v in (self.mean, self.std))
         mean, std = stats
         return x.to(torch.float32).div_(255).sub_(mean).div_(std)
+
+
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # PIL's, as timm names them
+
+
+def check_data_config(cfg: dict[str, Any]) -> None:
+    """Refuse a timm data config that would fail deep inside the transforms or silently preprocess wrongly."""
+    def bad(key: str, expected: str) -> EvalError:
+        return EvalError(f'data_config {key}={cfg.get(key)!r} cannot work: expected {expected}')
+
+    size = cfg.get('input_size')
+    if not (isinstance(size, (tuple, list)) and len(size) == 3 and all(is_int(v) and v >= 1 for v in size)
+            and size[0] == 3):
+        raise bad('input_size', '(3, H, W) with positive integer H and W, e.g. (3, 256, 128)')
+    for key in ('mean', 'std'):
+        v = cfg.get(key)
+        if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(is_number(x) for x in v)):
+            raise bad(key, 'three finite numbers, one per RGB channel, e.g. (0.485, 0.456, 0.406)')
+        if key == 'std' and min(v) <= 0:
+            raise bad(key, 'three positive numbers')
+    if cfg.get('interpolation') not in INTERPOLATIONS:
+        raise bad('interpolation', f'one of {", ".join(INTERPOLATIONS)}')
+    crop = cfg.get('crop_pct', 1.0)
+    if not (is_number(crop) and crop > 0):
+        raise bad('crop_pct', 'a positive number (1.0: no crop)')
 
 
 @dataclass
@@ -233,13 +294,15 @@ class ExtractPlan:
     clip_len: int = 4
     names: list[str] | None = None  # for messages (default: the tracklet's index)
     images: list[FrameImage] | None = None  # in-memory frames the clips' integer entries index
+    camids: list[int] | None = None  # each tracklet's camera id, for models that take them (None: not passed)
 
     @classmethod
     def build(cls, tracklets: Sequence[Tracklet], mode: str, clip_len: int = 4,
-              names: Sequence[str] | None = None) -> ExtractPlan:
-        """The clips of ``tracklets`` under ``mode``. A tracklet's frames are all paths (``str``) or all in-memory
-        frames (:data:`FrameImage`, checked here with :func:`check_frame_image`: a bad one is a
-        :class:`~reid_eval.errors.TrackletInputError` naming the tracklet and frame)."""
+              names: Sequence[str] | None = None, cameras: bool = False) -> ExtractPlan:
+        """The clips of ``tracklets`` under protocol ``mode``. A tracklet's frames are all paths (``str``) or all
+        in-memory frames (:data:`FrameImage`, checked here with :func:`check_frame_image`: a bad one is a
+        :class:`~reid_eval.errors.TrackletInputError` naming the tracklet and frame). ``cameras``: keep each
+        tracklet's camera id, which the model then gets with every clip (``model(x, camids=...)``)."""
         clips, owner = [], []
         images: list[FrameImage] = []
 
@@ -262,8 +325,13 @@ class ExtractPlan:
             for c in make_clips(frames, mode, clip_len):
                 clips.append(c)
                 owner.append(t)
+        camids = None
+        if cameras:
+            camids = [c for _, _, c in tracklets]
+            if not all(is_int(c) and c >= 0 for c in camids):
+                raise TrackletInputError(f'camera ids must be integers >= 0, got {sorted(set(map(repr, camids)))[:5]}')
         return cls(clips, owner, len(tracklets), mode, clip_len, list(names) if names is not None else None,
-                   images or None)
+                   images or None, [int(c) for c in camids] if camids is not None else None)
 
     def name(self, t: int) -> str:
         return self.names[t] if self.names is not None else f'#{t}'
@@ -273,18 +341,23 @@ class ExtractPlan:
         h = hashlib.sha256()
         for o, c in zip(self.owner, self.clips, strict=True):
             h.update(f'{o}|{"|".join(map(str, c))}\n'.encode('utf-8', 'surrogateescape'))
+        if self.camids is not None:  # the model sees them: they are part of what the features are
+            h.update(f'cameras:{",".join(map(str, self.camids))}'.encode())
         return h.hexdigest()
 
     def files_digest(self, lo: int = 0, hi: int | None = None) -> str:
-        """The frame files of clips ``lo..hi`` as they are on disk: path, size and modification time of each (a
-        frame replaced in place under the same name changes it), as a hash."""
+        """The frame files of clips ``lo..hi`` as they are on disk: path, size, modification and status-change
+        time and inode of each, as a hash. A frame replaced or rewritten in place changes it, even when its
+        modification time is set back (``touch -r``, ``cp -p``, ``rsync -t``): the status-change time cannot be
+        set back."""
         h = hashlib.sha256()
         for path in dict.fromkeys(p for c in self.clips[lo:hi] for p in c if isinstance(p, str)):
             try:
                 st = os.stat(path)
             except OSError as e:
                 raise DatasetLayoutError(f'frame {path} cannot be read: {e.strerror or e}') from None
-            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
+            h.update(f'{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}\n'.encode(
+                'utf-8', 'surrogateescape'))
         return h.hexdigest()
 
     @property
@@ -348,6 +421,42 @@ def _nonfinite_error(model: torch.nn.Module, plan: ExtractPlan, bad_clips: list[
                'use --amp bf16 or --amp off, and look at the frames of these tracklets.')
     return NonFiniteFeaturesError(f'the model produced non-finite (NaN or Inf) embeddings for {len(names)} '
                                   f'tracklet(s): {shown}. {why}', names, not bad_weights)
+
+
+def module_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating-point dtype of the model's weights (float32 for a model without floating-point weights); a
+    model on the meta device (not materialised) is a :class:`ModelOutputError`."""
+    check_materialised(model)
+    tensors = [*model.parameters(), *model.buffers()]
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+
+def check_embeddings(model: torch.nn.Module, emb: Any, clips: int, width: int | None) -> torch.Tensor:
+    """``emb``, the output of ``model`` for ``clips`` clips, if it is a (clips, D) floating-point tensor with
+    ``D`` > 0 (and ``D == width`` when a width was seen before); else a :class:`ModelOutputError` naming the
+    module, what it returned and what is expected."""
+    name = type(getattr(model, '_orig_mod', model)).__name__
+    expected = (f'a ({clips}, D) floating-point tensor of embeddings, one row per clip of the batch'
+                + (f', D = {width} as in the earlier batches' if width is not None else ''))
+    if not isinstance(emb, torch.Tensor):
+        got = type(emb).__name__ + (f' of {len(emb)}' if isinstance(emb, (tuple, list, dict)) else '')
+        hint = (' (a training-mode output? the model must be in eval mode with num_classes=0)'
+                if isinstance(emb, (tuple, list, dict)) else '')
+        raise ModelOutputError(f'{name} returned a {got} for {clips} clips; expected {expected}{hint}')
+    shape = tuple(emb.shape)
+    if emb.dim() != 2 or shape[0] != clips:
+        hint = {0: ' (a scalar: a loss?)', 1: ' (one value per clip: logits of one class?)',
+                3: ' (unpooled features or a trailing singleton dimension: pool or squeeze them)',
+                4: ' (feature maps: pool them)'}.get(emb.dim(), '')
+        raise ModelOutputError(f'{name} returned shape {shape} for {clips} clips; expected {expected}{hint}')
+    if shape[1] == 0:
+        raise ModelOutputError(f'{name} returned zero-width embeddings {shape}; expected {expected} with D > 0')
+    if width is not None and shape[1] != width:
+        raise ModelOutputError(f'{name} returned {shape[1]}-wide embeddings after {width}-wide ones; expected '
+                               f'{expected}')
+    if not emb.is_floating_point():
+        raise ModelOutputError(f'{name} returned {emb.dtype} values; expected {expected}')
+    return emb
 
 
 def extract_features(
@@ -420,13 +529,20 @@ def extract_features(
         tqdm.write(f'{what}: all {len(mine)} shards from the cache ({cache.folder})', file=sys.stderr)
     t0 = time.perf_counter()
     model.eval()
+    dtype = module_dtype(model)  # a half / bfloat16 model gets its input in its dtype (autocast aside)
+    cast = dtype if dtype != torch.float32 and autocast_dtype is None else None
+    width = None  # the embedding width, once the first batch has shown it
     # one DataLoader (one set of workers, prefetching across shard boundaries) for every shard still to do;
     # batches never straddle two shards, so a shard is written as soon as its last batch is embedded
     batches = [(s, list(range(b, min(b + batch_clips, hi))))
                for s in todo for lo, hi in [shard_range(s, shard_clips, len(plan.clips))]
                for b in range(lo, hi, batch_clips)]
+    if batches and pre is not None:
+        h, w = pre.data_config.get('input_size', (3, 256, 128))[1:]
+        check_worker_transfer(workers, batch_clips * len(plan.clips[0]) * 3 * h * w)
     loader = DataLoader(ClipDataset(plan.clips, frame_transform, plan.images), batch_sampler=[b for _, b in batches],
-                        num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips) if batches else []
+                        num_workers=workers, pin_memory=use_cuda, collate_fn=collate_clips,
+                        timeout=WORKER_TIMEOUT_S if workers else 0) if batches else []
     embs, events = [], []
     kept = (f'Finished feature shards are kept in {cache.folder}: a rerun resumes from them.' if cache is not None
             else 'Nothing was cached, so a rerun starts again.')
@@ -445,8 +561,15 @@ def extract_features(
                 events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
                 events[-1][0].record()
             tm = time.perf_counter()
+            if cast is not None:
+                x = x.to(cast)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                emb = model(x)
+                if plan.camids is None:
+                    out = model(x)
+                else:
+                    out = model(x, camids=torch.tensor([plan.camids[plan.owner[i]] for i in idx], device=device))
+                emb = check_embeddings(model, out, len(idx), width)
+            width = emb.shape[1]
             embs.append(emb.float())
             if use_cuda:
                 events[-1][1].record()
@@ -483,6 +606,19 @@ def extract_features(
                 if emb is None:
                     raise EvalError(f'feature shard {cache.path(s)} of another rank is missing or unusable; rerun')
                 results[s] = emb
+    widths = {s: int(results[s].shape[1]) for s in range(n_shards)}
+    if len(set(widths.values())) > 1 and cache is not None:  # cached shards that disagree with the model or each other
+        bad = [s for s in widths if widths[s] != width] if width is not None else list(widths)
+        warnings.warn(f'cached feature shards {", ".join(str(cache.path(s)) for s in bad[:3])}'
+                      f'{" ..." if len(bad) > 3 else ""} hold embeddings of another width than '
+                      f'{"the model gives (" + str(width) + ")" if width is not None else "each other"}; '
+                      'recomputing them', CacheWarning, stacklevel=2)
+        for s in bad:
+            cache.path(s).unlink(missing_ok=True)
+        return extract_features(model, plan, transform, cache, device, batch_clips=batch_clips, workers=workers,
+                                amp=amp, shard_clips=shard_clips, progress=progress, label=label)
+    if len(set(widths.values())) > 1:
+        raise ModelOutputError(f'the shards of embeddings have different widths: {sorted(set(widths.values()))}')
     clip_emb = torch.cat([results[s] for s in range(n_shards)])
     owner = torch.tensor(plan.owner, dtype=torch.long)
     feats = torch.zeros(plan.num_tracklets, clip_emb.shape[1]).index_add_(0, owner, clip_emb)

@@ -19,8 +19,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from sinet_timm.paths import replace_file
 
 from .errors import FeatureFileError, OutputExistsError
 from .results import EvalResult, versions
@@ -76,14 +78,10 @@ def check_output_file(path: Path) -> None:
 
 def _atomic_write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     check_output_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={k: _text(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    metadata = {k: _text(v) for k, v in metadata.items()}
+    # beside, then renamed: a full disk or a read-only folder is one OutputWriteError, an existing file stays whole
+    replace_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), errors=(SafetensorError,))
 
 
 def save_features(

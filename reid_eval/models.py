@@ -17,8 +17,13 @@ mean/std, no crop).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
+import os
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +33,19 @@ import timm
 import timm.data
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
+from sinet_timm._zoo import zoo_problem
 from sinet_timm.archs import ARCHITECTURES
-from sinet_timm.convert import load_released
-from sinet_timm.errors import WeightsUnavailableError
+from sinet_timm.convert import check_local_dir, load_released, mismatch_summary, nonfinite_tensors
+from sinet_timm.errors import CheckpointError, SinetTimmError, WeightsUnavailableError
 from sinet_timm.framewise import CLIP_LEN, VideoReIDNet, video_cfg
 from sinet_timm.network import hub_or_cache
 
-from .errors import EvalError
+from .errors import EvalError, ModelOutputError
 
 __all__ = ['CHECKPOINT_SUFFIXES', 'FrameAverage', 'LoadedModel', 'MODEL_INPUTS', 'check_model_name', 'for_inference',
-           'load_model', 'weights_sha256']
+           'computation_key', 'is_video_model', 'load_model', 'takes_cameras', 'weights_sha256']
 
 MODEL_INPUTS = ('auto', 'clips', 'frames')
 CHECKPOINT_SUFFIXES = ('.pth', '.tar', '.pt', '.safetensors')
@@ -100,16 +107,113 @@ def weights_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@functools.lru_cache(maxsize=512)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _describe(value: Any) -> Any:
+    """``value`` as JSON-able data that changes when what it computes may change, or ``...`` (Ellipsis) when it
+    cannot be told: plain data as itself, containers and dataclasses item by item, a class or function by its
+    qualified name and the sha256 of the source file defining it, a ``functools.partial`` by its function and
+    arguments, a builtin by its name."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_describe(v) for v in value]
+        return ... if any(v is ... for v in items) else items
+    if isinstance(value, dict):
+        items = {str(k): _describe(v) for k, v in value.items()}
+        return ... if any(v is ... for v in items.values()) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _describe({'__class__': type(value), **fields})
+    if isinstance(value, functools.partial):
+        return _describe({'__partial__': value.func, 'args': value.args, 'keywords': value.keywords})
+    if inspect.isbuiltin(value) or isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+        return f'builtin:{getattr(value, "__module__", "")}.{getattr(value, "__qualname__", "")}'
+    if isinstance(value, type) or inspect.isfunction(value) or inspect.ismethod(value):
+        try:
+            path = inspect.getsourcefile(value)
+            st = os.stat(path) if path else None
+        except (OSError, TypeError):
+            st = None
+        if st is None:
+            return ...
+        return f'{value.__module__}.{value.__qualname__}@{_file_digest(path, st.st_mtime_ns, st.st_size)}'
+    return ...
+
+
+def computation_key(module: nn.Module) -> tuple[str | None, str]:
+    """What computes ``module``'s features, as a hash for the feature cache: ``(key, '')``, or ``(None, why)`` when
+    the computation cannot be identified (then nothing may be cached).
+
+    A module's ``cache_key`` attribute (a non-empty str) is taken as given: the caller vouches that it names the
+    whole computation, weights aside (they are keyed separately). Otherwise the key covers, for every submodule,
+    its class (qualified name and the sha256 of the source file defining it, so an edited model file is a new key),
+    its attributes (``global_pool='max'``, ``eps``, config dicts, functions by their source), its forward hooks
+    and an instance-level ``forward`` override. An attribute that is no plain data, function or class (an object,
+    a function defined at an interactive prompt) makes the computation unidentifiable."""
+    own = getattr(module, 'cache_key', None)
+    if own is not None:
+        if not (isinstance(own, str) and own):
+            return None, f'its cache_key attribute is {own!r}, not a non-empty string'
+        return hashlib.sha256(f'cache_key:{own}'.encode()).hexdigest(), ''
+    h = hashlib.sha256()
+    for name, m in module.named_modules():
+        where = name or 'the model'
+        cls = _describe(type(m))
+        if cls is ...:
+            return None, f'the source of {type(m).__qualname__} ({where}) cannot be read'
+        attrs = {}
+        for k, v in vars(m).items():
+            if k.startswith('_') or k == 'training' or isinstance(v, (nn.Module, torch.Tensor)):
+                continue
+            attrs[k] = _describe(v)
+            if attrs[k] is ...:
+                return None, f'{where}.{k} is a {type(v).__name__}, which does not say what it computes'
+        hooks = _describe([*m._forward_pre_hooks.values(), *m._forward_hooks.values()])
+        if hooks is ...:
+            return None, f'a forward hook of {where} has no readable source'
+        h.update(json.dumps([name, cls, attrs, hooks], sort_keys=True).encode())
+    return h.hexdigest(), ''
+
+
 def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """Eval mode on ``device`` in channels_last, the faster layout for the SINet family on GPUs (cuDNN) and on
     CPUs (oneDNN: about 10% faster than NCHW for every model of the family; see benchmarks/bench_model.py)."""
     return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
+def is_video_model(module: nn.Module) -> bool:
+    """Whether ``module`` takes clips ``(B, T, 3, H, W)``: this package's families (their pretrained cfg names a
+    test protocol) do; a timm image model does not."""
+    module = getattr(module, '_orig_mod', module)
+    cfg = getattr(module, 'pretrained_cfg', None) or {}
+    return isinstance(module, VideoReIDNet) or bool(cfg.get('protocol'))
+
+
+def takes_cameras(module: nn.Module) -> bool:
+    """Whether ``module`` takes camera ids (``forward(x, camids=...)``), as its pretrained cfg declares
+    (``camera_input``)."""
+    cfg = getattr(getattr(module, '_orig_mod', module), 'pretrained_cfg', None) or {}
+    return bool(cfg.get('camera_input'))
+
+
+def check_materialised(model: nn.Module) -> None:
+    """A :class:`ModelOutputError` for a model with weights on the meta device (created without data)."""
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise ModelOutputError(f'{type(model).__name__} has weights on the meta device (created without data): '
+                               'load a state dict into it (load_state_dict(..., assign=True)) or .to_empty() and '
+                               'initialise it before evaluating')
+
+
 def nonfinite_weights(model: nn.Module) -> list[str]:
     """The floating-point tensors of ``model``'s state (a compiled model's original module) holding NaN or Inf."""
-    state = getattr(model, '_orig_mod', model).state_dict()
-    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return nonfinite_tensors(getattr(model, '_orig_mod', model).state_dict())
 
 
 def _data_config(module: nn.Module, override: dict[str, Any] | None) -> dict[str, Any]:
@@ -134,36 +238,45 @@ def check_model_name(name: str) -> None:
         raise _unknown_model(name)
 
 
-def _check_local_dir(name: str) -> None:
-    """A ``local-dir:`` folder exists and its config.json is readable JSON (timm would raise from deep inside)."""
+def _local_dir(name: str) -> Path:
+    """The folder of a ``local-dir:`` name, checked (a folder, config.json naming an architecture, a complete
+    model.safetensors; never a pickle) before timm reads it from deep inside."""
     folder = Path(name.split(':', 1)[1]).expanduser()
-    expected = ('expected a folder with config.json and model.safetensors, as sinet-convert, sinet-train and timm\'s '
-                'save_for_hf write')
-    if not folder.is_dir():
-        raise EvalError(f'{name}: {folder} is not a folder; {expected}')
-    config = folder / 'config.json'
-    try:
-        cfg = json.loads(config.read_text())
-    except FileNotFoundError:
-        raise EvalError(f'{name}: {config} is missing; {expected}') from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalError(f'{config} is not a readable JSON file ({e}); {expected}') from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('architecture'), str):
-        raise EvalError(f'{config} names no architecture ("architecture": "..."); {expected}')
+    check_local_dir(folder)
+    return folder
+
+
+def _check_strict(module: nn.Module, folder: Path, name: str) -> None:
+    """A timm image model from a ``local-dir:`` folder got every tensor of its body from model.safetensors, and
+    every tensor there has a place in it. timm loads non-strictly when the classifier sizes differ (always, with
+    ``num_classes=0``): missing tensors would keep their random init, a folder whose config.json names another
+    architecture would load partly. (The video family's builder checks its own loads.)"""
+    heads = (getattr(module, 'pretrained_cfg', None) or {}).get('classifier') or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    state = load_file(str(folder / 'model.safetensors'))
+    problems = mismatch_summary(state, module, ignore=tuple(f'{h}.' for h in heads))
+    if problems:
+        arch = module.pretrained_cfg.get('architecture')
+        raise CheckpointError(f'{name} (config.json names {arch}) does not fit {arch}: {problems}. Give the weights '
+                              'of this architecture, or fix config.json\'s "architecture"')
 
 
 def _create(name: str, pretrained: bool) -> nn.Module:
     check_model_name(name)
-    if name.startswith('local-dir:'):
-        _check_local_dir(name)
+    folder = _local_dir(name) if name.startswith('local-dir:') else None
     try:
         with hub_or_cache() if pretrained else contextlib.nullcontext() as unreachable:
-            return timm.create_model(name, pretrained=pretrained, num_classes=0)
-    except WeightsUnavailableError:
+            module = timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except SinetTimmError:
         raise
     except RuntimeError as e:
         if 'Invalid pretrained tag' in str(e) or 'Unknown model' in str(e):
-            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags.') from None
+            zoo = f' ({problem})' if (problem := zoo_problem()) else ''
+            raise EvalError(f'{name}: {e} `timm.list_pretrained("{name.split(".")[0]}*")` lists its tags{zoo}.'
+                            ) from None
+        if folder is not None and 'loading state_dict' in str(e):  # torch's strict load of a timm image model
+            first = str(e).replace('\n', ' ').replace('\t', '')
+            raise CheckpointError(f'{name}: model.safetensors does not fit its config.json: {first[:300]}') from None
         raise
     except (OSError, ValueError) as e:
         mod = type(e).__module__ or ''
@@ -175,6 +288,9 @@ def _create(name: str, pretrained: bool) -> nn.Module:
                 f'could not get the pretrained weights of {name}: {what}. Download them once with network access, '
                 'point HF_HUB_CACHE at a cache that has them, or evaluate random weights (--no-pretrained).') from e
         raise
+    if folder is not None and pretrained and not isinstance(module, VideoReIDNet):
+        _check_strict(module, folder, name)
+    return module
 
 
 def load_model(
@@ -226,11 +342,12 @@ def load_model(
         module = _create(str(model), pretrained)
         arch = module.pretrained_cfg.get('architecture') or str(model).split('.')[0]
         weights, random = (str(model), False) if pretrained else (f'{model} (random init)', True)
+    check_materialised(module)
     finite = not nonfinite_weights(module)
     if not finite:  # said once, here; a run that produces NaN embeddings says it again
         warnings.warn(f'the weights of {label} ({weights}) hold NaN or Inf values: its embeddings will not be finite',
                       NonFiniteWeightsWarning, stacklevel=2)
-    video = isinstance(module, VideoReIDNet)
+    video = is_video_model(module)
     frames = input == 'frames' or (input == 'auto' and not video and bool(getattr(module, 'pretrained_cfg', None)))
     if frames:
         if video:

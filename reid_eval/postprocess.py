@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._checks import is_int as _is_int
+from ._checks import is_number as _is_number
 from .errors import EvalError
 
 __all__ = ['AQEOptions', 'RerankOptions', 'average_query_expansion', 'k_reciprocal_distances', 're_ranking_blocks']
@@ -50,11 +52,11 @@ class RerankOptions:
     lambda_value: float = 0.3  # weight of the original distance in the final one (the Jaccard distance: 1 - it)
 
     def validate(self) -> None:
-        if not (isinstance(self.k1, int) and self.k1 >= 1):
+        if not (_is_int(self.k1) and self.k1 >= 1):
             raise EvalError(f'--rerank-k1 must be a positive integer, got {self.k1!r}')
-        if not (isinstance(self.k2, int) and self.k2 >= 1):
+        if not (_is_int(self.k2) and self.k2 >= 1):
             raise EvalError(f'--rerank-k2 must be a positive integer, got {self.k2!r}')
-        if not 0.0 <= self.lambda_value <= 1.0:
+        if not (_is_number(self.lambda_value) and 0.0 <= self.lambda_value <= 1.0):
             raise EvalError(f'--rerank-lambda must be in [0, 1], got {self.lambda_value!r}')
 
     def describe(self) -> str:
@@ -74,9 +76,9 @@ class AQEOptions:
     alpha: float = 3.0  # weight of a neighbour: its cosine similarity to this power
 
     def validate(self) -> None:
-        if not (isinstance(self.k, int) and self.k >= 1):
+        if not (_is_int(self.k) and self.k >= 1):
             raise EvalError(f'--aqe-k must be a positive integer, got {self.k!r}')
-        if not (isinstance(self.alpha, (int, float)) and np.isfinite(self.alpha)):
+        if not (_is_number(self.alpha) and np.isfinite(self.alpha)):
             raise EvalError(f'--aqe-alpha must be a finite number, got {self.alpha!r}')
 
     def describe(self) -> str:

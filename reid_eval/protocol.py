@@ -1,24 +1,37 @@
-"""The video re-ID test protocols of the released SINet evaluation, as frame-index plans.
+"""The video re-ID test protocols, as data: one :class:`Protocol` per family's released evaluation.
 
-* ``dense`` (the paper's numbers): every frame of a tracklet is used. The frame list is loop-padded to a multiple
-  of 4 by appending its own last frames (the whole list again when it is shorter than the gap), the padded list is
-  sorted by path, and with ``n = len / 4`` clip ``j`` takes frames ``j, j+n, j+2n, j+3n`` (strided, not
-  consecutive). The tracklet embedding is the mean of its clip embeddings.
+A protocol states how a tracklet becomes clips (which frames, how many per clip), which distance ranks the
+embeddings and whether the queries join the gallery. A model's pretrained cfg names its protocol
+(``pretrained_cfg['protocol']``, default ``dense``); ``EvalOptions.protocol`` / ``--protocol`` override it to
+compare models under one protocol. Adding one is a clip rule and an entry in :data:`PROTOCOLS`.
+
+* ``dense`` (SINet / SANet, the paper's numbers): every frame of a tracklet is used. The frame list is loop-padded
+  to a multiple of 4 by appending its own last frames (the whole list again when it is shorter than the gap), the
+  padded list is sorted by path, and with ``n = len / 4`` clip ``j`` takes frames ``j, j+n, j+2n, j+3n`` (strided,
+  not consecutive). The tracklet embedding is the mean of its clip embeddings.
 * ``sampled``: one 4-frame clip per tracklet: the list is padded with its last frame to at least 4, then frames
   ``0, b, 2b, 3b`` with ``b = len // 4`` are taken (sorted).
+* ``vkd`` (VKD, ECCV 2020, ``TemporalChunkCrop``): one 8-frame clip: the tracklet is cut into 8 chunks of
+  ``ceil(len / 8)`` frames (the last padded with the last frame) and the first frame of each is taken; cosine
+  distance; the queries join the gallery on MARS only (as their evaluation does).
+* ``tfclip`` (TF-CLIP, AAAI 2024, ``sample='dense'``): consecutive 8-frame clips over every frame, the last one
+  padded by cycling its own frames; clip embeddings averaged; Euclidean distance of L2-normalised embeddings,
+  which ranks exactly as the cosine distance does (``|a - b|^2 = 2 - 2 cos``), so it is ranked as cosine; the
+  queries join the gallery on every dataset.
 
 Image-to-video evaluation (``--query-frames N``) first cuts each query tracklet down to :func:`evenly_spaced`
-frames; the clips of those frames then follow the mode's rule (one frame: one clip of that frame four times).
+frames; the clips of those frames then follow the protocol's rule (one frame: one clip of that frame repeated).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .errors import EvalError
 
-MODES = ('dense', 'sampled')
-
+__all__ = ['MODES', 'PROTOCOLS', 'Protocol', 'chunk_first_clip', 'consecutive_clips', 'dense_clips', 'evenly_spaced',
+           'get_protocol', 'loop_pad', 'make_clips', 'sampled_clip']
 
 def loop_pad(paths: Sequence[str], size: int = 4) -> list[str]:
     """Pad ``paths`` to a multiple of ``size`` with its own last frames, then sort (released dense protocol)."""
@@ -51,12 +64,72 @@ def sampled_clip(paths: Sequence[str], clip_len: int = 4) -> list[tuple[str, ...
     return [tuple(sorted(frames[i * block] for i in range(clip_len)))]
 
 
+def chunk_first_clip(paths: Sequence[str], clip_len: int = 8) -> list[tuple[str, ...]]:
+    """VKD's test clip: the first frame of each of ``clip_len`` chunks of ``ceil(len / clip_len)`` frames, the
+    frame list padded with its last frame (frame ``min(i * ceil(len / clip_len), len - 1)`` for ``i < clip_len``;
+    in the tracklet's order, not re-sorted)."""
+    frames = list(paths)
+    if not frames:
+        raise EvalError('cannot sample from an empty tracklet')
+    step = max(1, math.ceil(len(frames) / clip_len))
+    return [tuple(frames[min(i * step, len(frames) - 1)] for i in range(clip_len))]
+
+
+def consecutive_clips(paths: Sequence[str], clip_len: int = 8) -> list[tuple[str, ...]]:
+    """TF-CLIP's test clips: consecutive runs of ``clip_len`` frames; the last run (1 to ``clip_len`` frames) is
+    padded by cycling its own frames (``[24, 25]`` -> ``[24, 25, 24, 25, ...]``)."""
+    frames = list(paths)
+    if not frames:
+        raise EvalError('cannot cut an empty tracklet into clips')
+    starts = range(0, len(frames), clip_len)
+    runs = [frames[i:i + clip_len] for i in starts]
+    last = runs[-1]
+    runs[-1] = [last[i % len(last)] for i in range(clip_len)]
+    return [tuple(r) for r in runs]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A test protocol: how tracklets become clips, how embeddings are ranked, who is in the gallery."""
+
+    name: str
+    clip_rule: Callable[[Sequence[str], int], list[tuple[str, ...]]]  # (frames, clip_len) -> clips
+    clip_len: int | None  # frames per clip; None: the model's (4 for the SINet family)
+    clips: str  # the clip rule in words
+    distance: str  # the distance in words; every protocol here ranks as the cosine distance does
+    gallery: str  # 'auto': the dataset's released rule (MARS adds the queries); 'yes': always added
+    source: str  # whose evaluation this is
+
+    def describe(self) -> str:
+        return f'{self.name}: {self.clips} ({self.source})'
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol('dense', dense_clips, None, 'every frame, in strided clips after loop padding, clip embeddings averaged',
+             'cosine distance', 'auto', 'the SINet / SANet release'),
+    Protocol('sampled', sampled_clip, None, 'one evenly spaced clip per tracklet', 'cosine distance', 'auto',
+             'the SINet release, its quick mode'),
+    Protocol('vkd', chunk_first_clip, 8, 'one 8-frame clip of the first frame of each of 8 chunks',
+             'cosine distance', 'auto', 'VKD, Porrello et al., ECCV 2020'),
+    Protocol('tfclip', consecutive_clips, 8,
+             'consecutive 8-frame clips over every frame, the last padded by cycling, clip embeddings averaged',
+             'Euclidean distance of L2-normalised embeddings (the same ranking as the cosine distance)', 'yes',
+             'TF-CLIP, Yu et al., AAAI 2024'),
+)}
+MODES = tuple(PROTOCOLS)  # the protocol names, also accepted as EvalOptions.mode / --mode
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``, or an :class:`EvalError` listing them."""
+    try:
+        return PROTOCOLS[name]
+    except (KeyError, TypeError):
+        raise EvalError(f'unknown test protocol {name!r}; expected one of {", ".join(PROTOCOLS)}') from None
+
+
 def make_clips(paths: Sequence[str], mode: str, clip_len: int = 4) -> list[tuple[str, ...]]:
-    if mode == 'dense':
-        return dense_clips(paths, clip_len)
-    if mode == 'sampled':
-        return sampled_clip(paths, clip_len)
-    raise EvalError(f'unknown test mode {mode!r}; expected one of {", ".join(MODES)}')
+    """The clips of one tracklet under protocol ``mode``."""
+    return get_protocol(mode).clip_rule(paths, clip_len)
 
 
 def evenly_spaced(paths: Sequence[str], n: int) -> list[str]:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sinet_timm.paths import replace_file
+
 from .datasets.spec import torchreid_module
 from .errors import SearchError
 from .featurefile import FeatureSet
@@ -113,16 +115,18 @@ def search(
 
 def write_matches(results: list[QueryResult], path: Path, info: dict[str, Any]) -> None:
     """Write the matches: .csv (one row per match) or .json (``info`` plus the matches per query)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == '.csv':
-        with open(path, 'w', newline='') as fh:
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, 'w', newline='') as fh:
             w = csv.writer(fh)
             w.writerow(['query', 'rank', 'gallery', 'distance', 'cosine_distance'])
             for r in results:
                 for m in r.matches:
                     w.writerow([r.query, m.rank, m.gallery, f'{m.distance:.6f}', f'{m.cosine_distance:.6f}'])
+
+    if path.suffix.lower() == '.csv':
+        replace_file(path, write_csv)
         return
     doc = dict(info, results=[{'query': r.query, 'matches': [
         {'rank': m.rank, 'gallery': m.gallery, 'distance': m.distance, 'cosine_distance': m.cosine_distance}
         for m in r.matches]} for r in results])
-    path.write_text(json.dumps(doc, indent=2))
+    replace_file(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))

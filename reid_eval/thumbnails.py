@@ -45,6 +45,6 @@ def decode_thumbnail(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert('RGB'))
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise VizError(f'a thumbnail in the features file cannot be decoded ({e}); extract the features again') \
             from None

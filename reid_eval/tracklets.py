@@ -40,6 +40,7 @@ class InputTracklet:
 
     name: str
     frames: list[Any]
+    camid: int | None = None  # the camera, for models that take camera ids (TF-CLIP)
 
 
 @dataclass

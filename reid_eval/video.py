@@ -53,6 +53,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -128,8 +129,11 @@ def _bad_row(path: Path, n: int, what: str) -> TrackletInputError:
                               '1-based frames and boxes in pixels')
 
 
-def _whole(path: Path, n: int, value: float, text: str, column: str) -> int:
-    if not value.is_integer():
+def _whole(path: Path, n: int, text: str, column: str) -> int:
+    """A frame or track id as the integer written (``7``, ``7.0``, ``7e3``): parsed exactly, never through a
+    float, which merges ids above 2**53 (two people in one track)."""
+    value = Decimal(text)  # the caller checked that it is a finite number
+    if value != value.to_integral_value():
         raise _bad_row(path, n, f'the {column} {text!r} is not a whole number')
     return int(value)
 
@@ -167,8 +171,8 @@ def read_tracks(path: str | Path) -> TrackFile:
             if not math.isfinite(v):
                 raise _bad_row(path, n, f'column {k + 1} ({column}) is {text_value!r}, not a finite number')
             values.append(v)
-        frame = _whole(path, n, values[0], fields[0], 'frame')
-        tid = _whole(path, n, values[1], fields[1], 'track id')
+        frame = _whole(path, n, fields[0], 'frame')
+        tid = _whole(path, n, fields[1], 'track id')
         x, y, w, h = values[2:]
         if frame < 1:
             raise _bad_row(path, n, f'frame {frame}: MOTChallenge frames start at 1 (if your tracker counts from 0, '

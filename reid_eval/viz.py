@@ -46,6 +46,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from safetensors.torch import load_file
 
+from sinet_timm.paths import replace_file
+
 from .datasets import load_dataset
 from .errors import TrackletInputError, VizError
 from .extraction import open_frame
@@ -142,10 +144,8 @@ def _text(fig, canvas_shape: tuple[int, ...], x: float, y: float, s: str, **kw) 
 
 
 def _save(fig, output: Path) -> Path:
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(output), dpi=DPI, format='png')
-    return output
+    """The PNG, written beside and renamed (a failure is an OutputWriteError; an existing file stays whole)."""
+    return replace_file(output, lambda tmp: fig.savefig(str(tmp), dpi=DPI, format='png'))
 
 
 def _load_models(models: Sequence[str], pretrained: bool, seed: int, device: torch.device) -> list[tuple[str, Any]]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 # the choices of the library's options, repeated so that parsing needs no torch import (a test checks they match)
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'off')
-MODES = ('dense', 'sampled')
+MODES = ('dense', 'sampled', 'vkd', 'tfclip')  # reid_eval.protocol.PROTOCOLS
+CAMERA_FALLBACKS = ('mean',)
 RANKERS = ('numpy', 'torchreid')
 GALLERY_RULES = ('auto', 'yes', 'no')
 RERANK_DEFAULTS = {'k1': 20, 'k2': 6, 'lambda_value': 0.3}  # reid_eval.RerankOptions()
@@ -54,8 +55,16 @@ def _interrupted(what: str) -> int:
 
 
 def output_taken(path: Path | None, overwrite: bool) -> str | None:
-    """The message for an output file that exists and may not be replaced (None when it is fine to write)."""
-    if path is not None and path.exists() and not overwrite:
+    """The message for an output file that exists and may not be replaced, is a folder (never replaced, even with
+    --overwrite) or lies under a file (None when it is fine to write); said before any work is done."""
+    if path is None:
+        return None
+    if path.is_dir():
+        return f'--output {path} is a folder; give a file name (a folder is never replaced, even with --overwrite)'
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return f'--output {path} lies under {blocking}, which is a file; choose another path'
+    if path.exists() and not overwrite:
         return f'{path} exists; pass --overwrite to replace it or choose another --output'
     return None
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._common import (
     AQE_DEFAULTS,
+    CAMERA_FALLBACKS,
     GALLERY_RULES,
     MODES,
     RANKERS,
@@ -53,8 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f'{DATASETS_HELP}, or synthetic (a small generated MARS-format set; the default)')
     p.add_argument('--root', help='folder holding the dataset folder (e.g. DATA for DATA/mars)')
     p.add_argument('--split', default='0', help="split of iLIDS-VID / PRID-2011: 0..9 or 'all' (mean and std)")
-    p.add_argument('--mode', choices=MODES, default='dense',
-                   help='dense: all frames in 4-frame strided clips (the paper); sampled: one clip per tracklet')
+    p.add_argument('--protocol', choices=('auto', *MODES), default='auto',
+                   help="test protocol: auto (default) is the model's own (its pretrained cfg: dense for SINet / "
+                        'SANet, vkd for VKD, tfclip for TF-CLIP); name one to compare models under one protocol. '
+                        'dense: all frames in 4-frame strided clips (the SINet paper); sampled: one clip per '
+                        'tracklet; vkd: one 8-frame clip of chunk-first frames; tfclip: consecutive 8-frame clips')
+    p.add_argument('--mode', choices=MODES, default=None, help='the old name of --protocol (kept for scripts)')
+    p.add_argument('--camera-fallback', choices=CAMERA_FALLBACKS, default=None,
+                   help='models that take camera ids (TF-CLIP) get each tracklet\'s camera; mean: use their mean '
+                        'camera embedding instead (for data from cameras the model was not trained on)')
     add_extraction_arguments(p, workers_help='JPEG decoding processes')
     p.add_argument('--cache-dir', type=Path, default=None, help='feature cache (default: ~/.cache/sinet-timm/features)')
     p.add_argument('--no-cache', action='store_true', help='neither read nor write cached features')
@@ -79,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'no; torchreid never adds them); every output states the rule used')
     g.add_argument('--query-frames', type=int, default=None, metavar='N',
                    help='image-to-video: embed each query tracklet from N of its frames (1: its middle frame; N > 1: '
-                        'evenly spaced), the gallery as --mode says')
+                        'evenly spaced), the gallery as the protocol says')
     g.add_argument('--rerank', action='store_true',
                    help="also report k-reciprocal re-ranking (torchreid's re_ranking of 1 - cos, in row blocks) as "
                         "its own row")
@@ -172,6 +180,8 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
     from reid_eval.featurefile import check_output_file, run_features_path, save_run_features
     from reid_eval.results import model_label
     from reid_eval.viz import write_cmc_plot
+    from sinet_timm.errors import OutputWriteError
+    from sinet_timm.paths import replace_file
 
     if args.save_features and args.output:  # a path features cannot be written to is said before the run
         check_output_file(run_features_path(args.output))  # its folder and encoding are every split's file's too
@@ -182,7 +192,8 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
     if model is None and not args.checkpoint:
         model = 'sinet_r50.mars'
     options = reid_eval.EvalOptions(
-        mode=args.mode, split=args.split, batch_clips=args.batch_clips, device=args.device, amp=args.amp,
+        protocol=args.protocol, mode=args.mode, camera_fallback=args.camera_fallback, split=args.split,
+        batch_clips=args.batch_clips, device=args.device, amp=args.amp,
         workers=args.workers, cache=not args.no_cache, cache_dir=args.cache_dir, shard_clips=args.shard_clips,
         rank_chunk=args.rank_chunk, ranker=args.ranker, compile=args.compile, progress=not args.no_progress,
         add_query_to_gallery=args.add_query_to_gallery, query_frames=args.query_frames,
@@ -195,7 +206,7 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
     first = result.per_split[0]
     which = f'splits {args.split}' if len(result.splits) > 1 else f'split {result.splits[0]}'
     model = model_label({'model': result.model, 'random_weights': result.random_weights})
-    title = f"{model} on {result.dataset} ({which}, {result.mode}; {first.protocol.split('; ', 1)[1]})"
+    title = f'{model} on {result.dataset} ({which}, {first.protocol})'
     print_results(title, result.metrics, result.paper, result.metrics_std, variants=result.variants,
                   variants_std=result.variants_std)
     if options.aqe:
@@ -210,14 +221,16 @@ def _evaluate(args: argparse.Namespace, rerank: dict[str, Any] | None, aqe: dict
         print(f"  {sum(r.frames for r in result.per_split)} frames at {sum(fps) / len(fps):.0f} frames/s on "
               f"{result.device}")
     out = _output_path(args, result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files = save_run_features(out, result) if args.save_features else {}
-    for name in files.values():
-        print(f'  features: {out.with_name(name)}')
-    summary = result.to_json(features_files=files)
-    plot = write_cmc_plot(out, summary)  # records summary['cmc_plot']
-    print(f'  CMC plot: {plot}' if plot else '  note: no CMC curve in the results, so no CMC plot')
-    out.write_text(json.dumps(summary, indent=2))
+    try:  # the metrics are printed above: a write that fails says what is missing, in one line
+        files = save_run_features(out, result) if args.save_features else {}
+        for name in files.values():
+            print(f'  features: {out.with_name(name)}')
+        summary = result.to_json(features_files=files)
+        plot = write_cmc_plot(out, summary)  # records summary['cmc_plot']
+        print(f'  CMC plot: {plot}' if plot else '  note: no CMC curve in the results, so no CMC plot')
+        replace_file(out, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    except OutputWriteError as e:
+        return fail(f'{e}; the metrics above are not saved in {out}')
     print(f'  results: {out}')
     return 0
 

@@ -28,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--image', action='store_true',
                    help='export the single-crop graph: (batch, 3, H, W) crops, each embedded as a one-frame '
                         'tracklet')
-    p.add_argument('--batch', type=int, default=2, help='batch size of the example input (the axis stays dynamic)')
-    p.add_argument('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument('--batch', type=int, default=2,
+                   help='batch size of the example input, 1 to 64 (the axis stays dynamic)')
+    p.add_argument('--opset', type=int, default=None,
+                   help="ONNX opset, 18 up to the newest the installed onnx knows (default: the exporter's); older "
+                        'opsets are refused: the exporter cannot convert these models to them')
     p.add_argument('--no-pretrained', action='store_true', help='random weights drawn with --seed (tests, demos)')
     p.add_argument('--seed', type=int, default=0, help='seed of the --no-pretrained weights')
     p.add_argument('--no-check', action='store_true', help='do not compare with PyTorch in onnxruntime')
@@ -42,15 +45,20 @@ def _export(args: argparse.Namespace) -> int:
     import torch
 
     import sinet_timm  # noqa: F401  (registers the family)
-    from sinet_timm.export import export_onnx
+    from sinet_timm._zoo import zoo_problem
+    from sinet_timm.convert import check_local_dir
+    from sinet_timm.export import check_export_options, export_onnx
 
+    check_export_options(args.batch, args.opset)  # said before a model is loaded
     name = f'local-dir:{args.model}' if Path(args.model).is_dir() else args.model
+    if name.startswith('local-dir:'):  # missing, truncated or pickle-only: one line before timm reads it
+        check_local_dir(name.split(':', 1)[1])
     if args.no_pretrained:
         torch.manual_seed(args.seed)
     try:
         model = timm.create_model(name, pretrained=not args.no_pretrained, num_classes=0)
     except RuntimeError as e:  # timm: unknown model or tag
-        return fail(f'{args.model}: {e}')
+        return fail(f'{args.model}: {e}' + (f' ({problem})' if (problem := zoo_problem()) else ''))
     report = export_onnx(model, args.output, frames=args.frames, image=args.image, batch=args.batch, opset=args.opset,
                          overwrite=args.overwrite, check=not args.no_check)
     shape = ', '.join(str(d) for d in report.input_shape)

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_extraction_arguments, fail, output_taken, run
+from ._common import CAMERA_FALLBACKS, MODES, add_extraction_arguments, fail, output_taken, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-pretrained', action='store_true', help='random weights drawn with --seed (offline tests)')
     p.add_argument('--seed', type=int, default=0, help='seed of the --no-pretrained weights')
     add_extraction_arguments(p, workers_help='image decoding processes')
+    p.add_argument('--protocol', choices=('auto', *MODES), default='auto',
+                   help="how tracklets become clips: auto (default) is the model's own test protocol")
+    p.add_argument('--camera', type=int, default=None, metavar='N',
+                   help='camera id of every tracklet, for models that take camera ids (TF-CLIP)')
+    p.add_argument('--camera-fallback', choices=CAMERA_FALLBACKS, default=None,
+                   help='mean: a camera-taking model uses its mean camera embedding (no --camera needed)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
@@ -87,7 +93,8 @@ def _extract(args: argparse.Namespace) -> int:
     from reid_eval.thumbnails import make_thumbnails
     from reid_eval.video import VideoOptions, is_video_path, read_video_tracks
 
-    options = reid_eval.EvalOptions(mode='dense', batch_clips=args.batch_clips, device=args.device, amp=args.amp,
+    options = reid_eval.EvalOptions(protocol=args.protocol, camera_fallback=args.camera_fallback,
+                                    batch_clips=args.batch_clips, device=args.device, amp=args.amp,
                                     workers=args.workers, progress=not args.no_progress)
     options.validate()
     selection = VideoOptions(stride=args.stride, max_frames_per_track=args.max_frames_per_track,
@@ -118,7 +125,8 @@ def _extract(args: argparse.Namespace) -> int:
     what = 'crops' if video is not None else 'frames'
     print(f'{len(tracklets)} tracklet(s), {n_frames} {what}; model {loaded.weights} on {device}', file=sys.stderr)
     try:
-        feats = reid_eval.extract(loaded, tracklets, options)
+        camids = [args.camera] * len(tracklets) if args.camera is not None else None
+        feats = reid_eval.extract(loaded, tracklets, options, camids=camids)
         thumbnails = [make_thumbnails(t.frames, args.thumbnails) for t in tracklets] if args.thumbnails else None
     except FrameReadError as e:  # own frames: the advice is about the input, not the dataset
         raise FrameReadError(e.path, e.reason, 'Replace the file, or delete it (and its line in a list file).') \

@@ -188,10 +188,23 @@ def load_entry(path: str | Path) -> dict[str, Any]:
     return validate_entry(entry, path)
 
 
+def zoo_problem() -> str | None:
+    """Why the zoo folder cannot be read (``$SINET_TIMM_ZOO_DIR`` naming no folder), or None."""
+    try:
+        zoo_dir()
+    except ZooConfigError as e:
+        return f'{e}: the zoo is empty (set it to a folder of zoo YAML files, or unset it for the built-in zoo)'
+    return None
+
+
 @functools.cache
 def zoo_entries() -> dict[str, dict[str, Any]]:
     """All well-formed zoo entries keyed by ``arch.tag`` name, in file-name order; a malformed file is left out
-    with one :class:`ZooWarning` naming the file and the problem."""
+    with one :class:`ZooWarning` naming the file and the problem. A zoo folder that does not exist gives an empty
+    zoo and one warning (``import sinet_timm`` still works; asking for an entry then says why it is missing)."""
+    if (problem := zoo_problem()) is not None:
+        warnings.warn(problem, ZooWarning, stacklevel=2)
+        return {}
     entries = {}
     for path in sorted(zoo_dir().glob('*.yaml')):
         try:

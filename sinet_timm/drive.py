@@ -38,7 +38,7 @@ def entry_pretrained_cfg(entry: dict[str, Any]) -> dict[str, Any]:
     ``num_cameras``, ``protocol`` and an embedding model's ``num_classes`` of 0)."""
     arch, _, tag = entry['name'].partition('.')
     try:
-        cfg = get_pretrained_cfg(arch).to_dict()
+        cfg = get_pretrained_cfg(arch).to_dict()  # the architecture's default cfg (the init it builds from)
     except Exception as e:  # not registered: the architecture is unknown to timm
         raise HubError(f"{entry['name']}: architecture {arch} is not registered with timm") from e
     for k in INIT_ONLY_CFG_KEYS:  # the registry's own source and notes; tag is set below

@@ -11,8 +11,8 @@ all subclass the same base.
 from __future__ import annotations
 
 __all__ = [
-    'CheckpointError', 'HubError', 'ModelInputError', 'NumClassesMismatch', 'OutputExistsError', 'SinetTimmError',
-    'WeightsUnavailableError', 'ZooConfigError',
+    'CheckpointError', 'HubError', 'ModelInputError', 'NumClassesMismatch', 'OutputExistsError', 'OutputWriteError',
+    'SinetTimmError', 'WeightsUnavailableError', 'ZooConfigError',
 ]
 
 
@@ -50,3 +50,15 @@ class ModelInputError(SinetTimmError, ValueError, TypeError):
 
 class OutputExistsError(SinetTimmError, FileExistsError):
     """An output file or folder exists and may not be replaced without the caller's say-so (``--overwrite``)."""
+
+
+class OutputWriteError(SinetTimmError, OSError):
+    """An output could not be written (a full disk, a read-only folder, a folder in the way): ``path`` names it,
+    ``reason`` says why. What was there before is left as it was (outputs are written beside and then renamed)."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f'could not write {path}: {reason}')
+
+    def __reduce__(self):  # picklable with its fields
+        return type(self), (self.path, self.reason)

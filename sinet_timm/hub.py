@@ -28,8 +28,8 @@ from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 from safetensors import safe_open
 
 from ._zoo import resolve_entry, update_entry_file, zoo_entries
-from .archs import ARCHITECTURES
-from .convert import convert, sha256_of
+from .archs import ARCHITECTURES, Family, family_of
+from .convert import MEMBER_SEP, convert, sha256_of
 from .drive import check_sha256, entry_pretrained_cfg, fetch_from_drive
 from .errors import CheckpointError, HubError, NumClassesMismatch, OutputExistsError
 
@@ -43,8 +43,8 @@ DEFAULT_TOLERANCE = 0.1
 GATED_METRICS = ('mAP', 'rank1')  # verify fails when these drift
 METRIC_KEYS = ('mAP', 'rank1', 'rank5', 'rank10', 'rank20', 'mINP')  # mINP: absent from older results and YAMLs
 REQUIRED_FILES = ('model.safetensors', 'config.json', 'README.md')
-PAPER_URL = 'https://github.com/baist/SINet'
-DEFAULT_PAPER_REF = 'Bai et al., CVPR 2022'  # a zoo entry's ``paper_ref`` when it has none (SINet's paper)
+PAPER_URL = 'https://github.com/baist/SINet'  # SINet's; a card links its own family's code (archs.Family.code_url)
+DEFAULT_PAPER_REF = 'Bai et al., CVPR 2022'  # SINet's; an entry without ``paper_ref`` takes its family's
 TASK = {'type': 'video-person-re-identification', 'name': 'Video Person Re-identification'}
 TAGS = ['timm', 'sinet-timm', 'video-person-re-identification', 'person-re-identification', 'video']
 
@@ -65,27 +65,35 @@ def convert_entry(spec: str | Path, out_dir: str | Path, src: str | Path | None 
     """
     entry, path = resolve_entry(spec)
     name = entry['name']
+    member = entry['source'].get('member')  # a checkpoint inside the authors' archive (VKD's zips)
+    if src is None and entry['source'].get('kind') != 'google-drive':
+        raise HubError(f"{name}: the authors' file is {entry['source'].get('url') or 'not downloadable here'}; "
+                       'download it and pass it with --src FILE')
     if src is None:
         log(f"fetching the authors' file of {name} from Google Drive (file id {entry['source'].get('file_id')})")
         src = fetch_from_drive(entry)
-    src = Path(src)
-    if not src.is_file():
-        raise CheckpointError(f'checkpoint not found: {src}')
-    digest = check_sha256(src, entry, path)
+    if member and MEMBER_SEP not in str(src):
+        src = f'{src}{MEMBER_SEP}{member}'
+    archive = Path(str(src).split(MEMBER_SEP)[0])
+    if not archive.is_file():
+        raise CheckpointError(f'checkpoint not found: {archive}')
+    digest = check_sha256(archive, entry, path)
     if entry['source'].get('sha256'):
-        log(f'sha256 of {src} matches the zoo entry: {digest}')
+        log(f'sha256 of {archive} matches the zoo entry: {digest}')
     elif record_sha256:
-        log(update_entry_file(path, 'source', 'sha256', digest, comment=f'sha256 of {src.name}, recorded by sinet-hub'))
+        log(update_entry_file(path, 'source', 'sha256', digest,
+                              comment=f'sha256 of {archive.name}, recorded by sinet-hub'))
     else:
-        log(f'sha256 of {src}: {digest}\n  the zoo entry has none yet: once you have checked this is the authors\' '
+        log(f'sha256 of {archive}: {digest}\n  the zoo entry has none yet: once you have checked this is the authors\' '
             f'published file, record it as source.sha256 in {path} (or rerun with --record-sha256)')
     source = {k: entry['source'][k] for k in ('kind', 'file_id', 'url') if entry['source'].get(k)}
+    family = family_of(entry['architecture'])
     try:
         out = convert(src, out_dir, arch=entry['architecture'], dataset=entry['dataset'], overwrite=overwrite,
                       source=source, pretrained_cfg=entry_pretrained_cfg(entry),
-                      expected_num_classes=int(entry['num_classes']),
+                      expected_num_classes=int(entry['num_classes']), file_sha256=digest,
                       extra_config={'zoo_entry': name, 'hf_hub_id': entry['hf_hub_id'],
-                                    'protocol_name': entry.get('protocol', 'dense')})
+                                    'protocol_name': entry.get('protocol', family.protocol)})
     except NumClassesMismatch as e:
         note = ''
         if entry['dataset'] == 'lsvid':
@@ -188,20 +196,26 @@ def _dataset(entry: dict[str, Any], dataset: DatasetInfo | None) -> DatasetInfo:
 
 def _entry_rows(entry: dict[str, Any], ours: dict[str, Any] | None) -> list[ResultRow]:
     """The rows of a zoo entry's card: the paper's numbers, the authors' own rerun, ours (last: the best-founded)."""
+    url = _family(entry).code_url
     rows = [ResultRow(f'paper ({paper_ref(entry)})', 'paper', entry['metrics']['paper'], f'{paper_ref(entry)} (paper)',
-                      PAPER_URL)]
+                      url)]
     if entry['metrics'].get('authors_reproduced'):
         rows.append(ResultRow("released checkpoint (the authors' numbers)", 'authors', entry['metrics'][
-            'authors_reproduced'], "the authors' README (released checkpoint)", PAPER_URL))
+            'authors_reproduced'], "the authors' README (released checkpoint)", url))
     if ours:
         rows.append(ResultRow('this checkpoint, `sinet-eval` (ours)', 'sinet-timm', ours,
-                              'sinet-timm sinet-eval (dense protocol)', f"https://huggingface.co/{entry['hf_hub_id']}"))
+                              f"sinet-timm sinet-eval ({entry.get('protocol', _family(entry).protocol)} protocol)",
+                              f"https://huggingface.co/{entry['hf_hub_id']}"))
     return rows
 
 
+def _family(entry: dict[str, Any]) -> Family:
+    return family_of(entry['architecture'])
+
+
 def paper_ref(entry: dict[str, Any]) -> str:
-    """Who reported the entry's ``metrics.paper`` numbers (its ``paper_ref``; SINet's CVPR 2022 paper by default)."""
-    return entry.get('paper_ref') or DEFAULT_PAPER_REF
+    """Who reported the entry's ``metrics.paper`` numbers (its ``paper_ref``; by default its family's paper)."""
+    return entry.get('paper_ref') or _family(entry).paper_ref
 
 
 def _row(label: str, m: dict[str, Any] | None) -> str:
@@ -218,16 +232,19 @@ def results_table(rows: Sequence[ResultRow], pending: str | None = None) -> str:
     return '\n'.join(table)
 
 
-def usage_snippet(name: str, img_size: Sequence[int], frames_per_clip: int, embedding_dim: int) -> str:
+def usage_snippet(name: str, img_size: Sequence[int], frames_per_clip: int, embedding_dim: int,
+                  any_frame_count: bool = False) -> str:
     """How to load and run the model; ``import sinet_timm`` comes first (the Hub's generic timm snippet, without
-    it, fails: the architecture would be unknown to timm)."""
+    it, fails: the architecture would be unknown to timm). ``any_frame_count``: a frame-wise model (any T)."""
     h, w = img_size
+    frames = (f'any T (the authors test with {frames_per_clip})' if any_frame_count else
+              f'T a multiple of {frames_per_clip}')
     return f"""```python
-import sinet_timm, timm  # importing sinet_timm first registers the SINet family with timm
+import sinet_timm, timm  # importing sinet_timm first registers its model families with timm
 
 model = timm.create_model("{name}", pretrained=True, num_classes=0).eval()
 transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))  # per frame
-# clips: (B, T, 3, {h}, {w}) float tensors, T a multiple of {frames_per_clip}; or single crops (B, 3, {h}, {w})
+# clips: (B, T, 3, {h}, {w}) float tensors, {frames}; or single crops (B, 3, {h}, {w})
 embedding = model(clips)  # (B, {embedding_dim}), compare with cosine distance
 ```"""
 
@@ -252,6 +269,18 @@ def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset
         evaluated = 'Ours: ' + '; '.join(b for b in bits if b) + '.\n\n' if any(bits) else ''
     sha = f"`{src['sha256']}`" if src.get('sha256') else 'not recorded yet'
     where = src.get('url') or src.get('file_id', '')
+    if src.get('member'):
+        where += f", member `{src['member']}`"
+    family = _family(entry)
+    protocol = entry.get('protocol', family.protocol)
+    if protocol == 'dense':
+        protocol_text = (f"dense): every frame of a tracklet in {inp['frames_per_clip']}-frame strided clips, clip "
+                         'embeddings averaged, cosine distance')
+        frames, embedding = f"T a multiple of {inp['frames_per_clip']}", 'BN-neck feature'
+    else:
+        protocol_text = (f"{protocol}, as the authors test): "
+                         + (family.protocol_summary.split(': ', 1)[-1] if protocol == family.protocol else protocol))
+        frames, embedding = f"any T; the authors test {inp['frames_per_clip']}", 'feature before the BN-neck'
     body = f"""# {name}
 
 {(entry.get('card') or '').strip()}
@@ -263,7 +292,7 @@ fine-tuning; `num_classes=0` gives the re-ID embedding.
 
 ## Usage
 
-{usage_snippet(name, (h, w), inp['frames_per_clip'], entry.get('embedding_dim', 2048))}
+{usage_snippet(name, (h, w), inp['frames_per_clip'], entry.get('embedding_dim', 2048), protocol != 'dense')}
 
 `timm.create_model("hf-hub:{entry['hf_hub_id']}", pretrained=True)` loads this repository directly. Evaluate
 it on {ds_name} (with sinet-timm installed; `DATA/` holds the dataset folder):
@@ -277,18 +306,17 @@ sinet-hub verify {name} --root DATA   # fails if mAP / rank-1 drift from the num
 
 {chr(10).join(table)}
 
-Protocol ({entry.get('protocol', 'dense')}): every frame of a tracklet in {inp['frames_per_clip']}-frame strided
-clips, clip embeddings averaged, cosine distance, gallery entries of the query's identity and camera removed
-(for MARS the gallery is query + gallery, as in the paper). mINP (Ye et al., TPAMI 2021): per query, the true
-matches over the rank of the hardest one, averaged; the paper reports none. {evaluated}
+Protocol ({protocol_text}, gallery entries of the query's identity and camera removed (for MARS the gallery is
+query + gallery, as in the paper). mINP (Ye et al., TPAMI 2021): per query, the true matches over the rank of the
+hardest one, averaged; the paper reports none. {evaluated}
 
 ## Model details
 
 - Architecture: `{arch}`; training identities: {entry['num_classes']} ({ds_name})
-- Input: clips of T frames (T a multiple of {inp['frames_per_clip']}), each frame resized to {h}x{w}
+- Input: clips of T frames ({frames}), each frame resized to {h}x{w}
   ({inp.get('interpolation', 'bicubic')}) and normalised with the ImageNet mean/std
-- Embedding: {entry.get('embedding_dim', 2048)}-d BN-neck feature; license: {entry['license'].upper()} (as the
-  authors' code, {PAPER_URL})
+- Embedding: {entry.get('embedding_dim', 2048)}-d {embedding}; license: {entry['license'].upper()} (as the
+  authors' code, {family.code_url})
 
 ## Citation
 
@@ -345,8 +373,8 @@ def upload_plan(folder: str | Path) -> list[UploadFile]:
     except json.JSONDecodeError as e:
         raise HubError(f'{folder}/config.json is not valid JSON: {e}') from e
     if cfg.get('architecture') not in ARCHITECTURES:
-        raise HubError(f"{folder}/config.json: architecture {cfg.get('architecture')!r} is not a SINet model "
-                       f"({', '.join(ARCHITECTURES)})")
+        raise HubError(f"{folder}/config.json: architecture {cfg.get('architecture')!r} is not one of this "
+                       f"package's architectures ({', '.join(ARCHITECTURES)})")
     try:
         with safe_open(str(folder / 'model.safetensors'), 'pt') as f:
             f.keys()

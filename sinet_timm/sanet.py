@@ -36,9 +36,9 @@ from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
 from ._zoo import zoo_pretrained_cfgs
-from .framewise import CLIP_LEN, Plugin, VideoReIDNet, video_cfg
+from .framewise import CLIP_LEN, Plugin, VideoReIDNet, checkpoint_filter_fn, video_cfg
 
-__all__ = ['SANet', 'StatisticAttention']
+__all__ = ['SANet', 'StatisticAttention', 'checkpoint_filter_fn', 'infer_arch']
 
 
 class StatisticAttention(nn.Module):
@@ -145,6 +145,11 @@ register_notrace_module(StatisticAttention)  # branches on its input's layout: o
 
 def _sa(dim: int, hw: tuple[int, int], clip_len: int, reduction: int) -> StatisticAttention:
     return StatisticAttention(dim, clip_len=clip_len, reduction=reduction)
+
+
+def infer_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """'sanet_r50' for a state dict (released or converted) with statistic attention blocks, else None."""
+    return 'sanet_r50' if any(('.down_channel.' in k) or ('.recover_bn.' in k) for k in state_dict) else None
 
 
 # --- registry ---------------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
 from ._zoo import zoo_pretrained_cfgs
-from .framewise import CLIP_LEN, Plugin, VideoReIDNet, video_cfg
+from .framewise import CLIP_LEN, Plugin, VideoReIDNet, checkpoint_filter_fn, video_cfg
 
-__all__ = ['IntegrationDistribution', 'SINet', 'SalientToBroad']
+__all__ = ['IntegrationDistribution', 'SINet', 'SalientToBroad', 'checkpoint_filter_fn', 'infer_arch']
 
 def pointwise_conv(
         x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # noqa: UP045 (TorchScript)
@@ -407,6 +407,18 @@ def _idm(dim: int, hw: tuple[int, int], clip_len: int, reduction: int) -> Integr
 def _sbm(dim: int, hw: tuple[int, int], split_pos: int, clip_len: int) -> SalientToBroad:
     # in place at inference: SBM inputs are fresh block outputs
     return SalientToBroad(dim, split_pos=split_pos, clip_len=clip_len, inplace=True)
+
+
+def infer_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The architecture of a frame-wise ResNet-50 state dict (released or converted) from the modules it holds;
+    None if it is no such state dict. Any frame-wise ResNet-50 without IDM and SBM is the baseline."""
+    keys = [k.removeprefix('module.') for k in state_dict]
+    if 'conv1.weight' not in keys and 'layer1.0.conv1.weight' not in keys:
+        return None
+    has_idm = any(('thw_reduction' in k) or ('.integrate.' in k) for k in keys)
+    has_sbm = any(('.kernel.0.' in k) or ('.kgm_conv.' in k) for k in keys)
+    return {(True, True): 'sinet_r50', (False, True): 'sbnet_r50',
+            (True, False): 'idnet_r50', (False, False): 'vreid_r50'}[(has_idm, has_sbm)]
 
 
 # --- registry ---------------------------------------------------------------------------------------------

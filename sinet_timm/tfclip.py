@@ -61,8 +61,8 @@ from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
 
-__all__ = ['TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock', 'checkpoint_filter_fn',
-           'model_kwargs_from_state_dict']
+__all__ = ['TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock', 'checkpoint_filter_fn', 'infer_arch',
+           'model_kwargs_from_state_dict', 'released_num_classes', 'zoo_cfg_fields']
 
 BACKBONE = 'vit_base_patch16_clip_quickgelu_224'  # timm's CLIP ViT-B/16 image tower with QuickGELU
 # its architecture (timm's entrypoint of that name), built here at the re-ID frame size
@@ -467,6 +467,15 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TFCLIP) -> dict[str,
             f'({len(ints)} tensors, e.g. {ints[0]}): it is not a weights file of this model (or was converted '
             'wrongly); convert the original checkpoint again')
     return state_dict
+
+
+def infer_arch(state_dict: dict[str, Any]) -> str | None:
+    """``'tfclip_vit_b16'`` for a TF-CLIP state dict (the authors' or ours: a camera embedding, TMD or the
+    ``image_encoder`` tower), else None."""
+    keys = [k.removeprefix('module.') for k in state_dict]
+    if 'cv_embed' in keys or any(k.startswith(('TMD.', 'image_encoder.')) for k in keys):
+        return 'tfclip_vit_b16'
+    return None
 
 
 def model_kwargs_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -54,8 +54,8 @@ from reid_eval.models import weights_sha256
 from reid_eval.results import versions
 from reid_eval.synthetic import demo_dataset_root
 from sinet_timm import VideoReIDNet
-from sinet_timm.archs import ARCHITECTURES
-from sinet_timm.convert import reid_config, sha256_of
+from sinet_timm.archs import TRAINABLE
+from sinet_timm.convert import check_local_dir, reid_config, sha256_of
 from sinet_timm.errors import SinetTimmError, WeightsUnavailableError
 from sinet_timm.hub import (
     METRIC_KEYS,
@@ -485,13 +485,15 @@ class _Embedder(nn.Module):
 def _check_model_name(name: str) -> None:
     if ':' in name:
         return  # local-dir: / hf-hub: folders are checked once built
-    if name.split('.')[0] not in ARCHITECTURES:
-        raise TrainError(f'{name} is not a SINet-family model ({", ".join(ARCHITECTURES)})')
+    if name.split('.')[0] not in TRAINABLE:
+        raise TrainError(f'{name} is not a SINet-family model ({", ".join(TRAINABLE)})')
 
 
 def _create_model(cfg: TrainConfig, num_classes: int, pretrained: bool) -> nn.Module:
     kwargs = dict(cfg.model_kwargs)
     kwargs.setdefault('img_size', cfg.img_size)
+    if pretrained and cfg.model.startswith('local-dir:'):  # missing, truncated, pickle-only: said before timm
+        check_local_dir(cfg.model.split(':', 1)[1])
     try:
         model = timm.create_model(cfg.model, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except WeightsUnavailableError as e:
@@ -499,7 +501,7 @@ def _create_model(cfg: TrainConfig, num_classes: int, pretrained: bool) -> nn.Mo
     except (ValueError, TypeError) as e:  # e.g. an img_size too small for SBM, an unknown --model-kwargs key
         raise TrainError(f'cannot create {cfg.model} with {kwargs}: {e}') from None
     if not isinstance(model, VideoReIDNet):
-        raise TrainError(f'{cfg.model} is not a SINet-family model ({", ".join(ARCHITECTURES)})')
+        raise TrainError(f'{cfg.model} is not a SINet-family model ({", ".join(TRAINABLE)})')
     return model
 
 

@@ -230,6 +230,7 @@ def test_commands_parse_before_importing_torch():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=child_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert 'TORCH False' in r.stdout and 'usage: sinet-eval' in r.stdout
+    from reid_eval.evaluator import CAMERA_FALLBACKS
     from reid_eval.extraction import AMP_CHOICES
     from reid_eval.protocol import MODES
     from reid_eval.ranking import RANKERS
@@ -240,6 +241,7 @@ def test_commands_parse_before_importing_torch():
     from sinet_train import TrainConfig
 
     assert (_common.AMP_CHOICES, _common.MODES, _common.RANKERS) == (AMP_CHOICES, MODES, RANKERS)
+    assert (None, *_common.CAMERA_FALLBACKS) == CAMERA_FALLBACKS
     assert set(convert.ARCHS) == set(ARCHITECTURES) | set(RELEASED_NAMES)
     assert hub_cmd.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE
     assert all(s.name in eval.DATASETS_HELP for s in SPECS)

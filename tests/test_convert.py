@@ -192,3 +192,22 @@ def test_output_folder_is_not_overwritten_and_sha_checked(tmp_path):
     with pytest.raises(CheckpointError, match='sha256 of .* expected 00'):
         convert(src, tmp_path / 'new', expected_sha256='00' * 32)
     assert not (tmp_path / 'new').exists()
+
+
+def test_non_finite_weights_are_refused_unless_allowed(tmp_path, capsys):
+    """A checkpoint with a NaN (a run that diverged) became a folder without a word; its embeddings are NaN."""
+    src = tmp_path / 'diverged.pth.tar'
+    sd = timm.create_model('vreid_r50', num_classes=5).state_dict()
+    sd['layer1.0.bn1.weight'][3] = float('nan')
+    sd['classifier.weight'][0, 0] = float('inf')
+    torch.save({'state_dict': sd}, src)
+    out = tmp_path / 'out'
+    assert main([str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith(f'error: {src} holds NaN or Inf values in 2 tensor(s) (e.g. '
+                                                   'layer1.0.bn1.weight)') and '--allow-nonfinite' in err, err
+    assert not out.exists()
+    assert main([str(src), str(out), '--allow-nonfinite']) == 0
+    err = capsys.readouterr().err
+    assert err.startswith('warning: ') and 'holds NaN or Inf values' in err and 'written anyway' in err, err
+    assert (out / 'model.safetensors').is_file()

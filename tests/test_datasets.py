@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import h5py
@@ -208,6 +209,44 @@ def test_dukev_roundtrip(synth: Path) -> None:
     assert any(Path(p[0]).name.split("_")[2] == "F0002" for p, _, _ in split.gallery)
     assert (synth / "dukemtmc-vidreid" / "split_gallery.json").is_file()  # torchreid's cache
     assert load_dataset("dukev", synth).gallery == split.gallery  # read back from the cache
+
+
+def _duke_split(root: Path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        split = load_dataset("dukev", root)
+    return split, [str(w.message) for w in caught if "F0001" not in str(w.message)]
+
+
+def test_dukev_cache_of_a_moved_or_changed_folder_is_not_used(tmp_path: Path) -> None:
+    """torchreid's split_*.json hold absolute paths and win over the folder: a copied dataset evaluated the old
+    one, frames or tracklets added later were never seen. A cache is used only when it lists the folder as it is."""
+    old = make_synthetic("dukev", tmp_path / "old", num_ids=6)
+    first, _ = _duke_split(old)  # writes torchreid's caches
+    new = tmp_path / "copy"
+    shutil.copytree(old, new)  # the caches come along, listing the old folder's frames
+    copied, said = _duke_split(new)
+    assert all(p.startswith(str(new)) for paths, _, _ in copied.query + copied.gallery + copied.train for p in paths)
+    assert sorted(copied.gallery) == sorted((tuple(p.replace(str(old), str(new)) for p in paths), pid, cam)
+                                            for paths, pid, cam in first.gallery)
+    assert any("split_gallery.json lists frames under" in w and "(moved or copied)" in w for w in said), said
+    assert _duke_split(new)[1] == []  # the rewritten cache fits: used silently
+    # a tracklet added to the gallery and a frame appended to a query tracklet
+    gallery = new / "dukemtmc-vidreid" / "DukeMTMC-VideoReID" / "gallery"
+    person = next(p for p in sorted(gallery.iterdir()))
+    shutil.copytree(next(person.iterdir()), person / "9999")
+    qpaths = next(paths for paths, _, _ in copied.query if "_F0001_" in Path(paths[0]).name)
+    tdir = Path(qpaths[0]).parent
+    frames = sorted(tdir.glob("*.jpg"))
+    extra = tdir / re.sub(r"F\d{4}", f"F{len(frames) + 1:04d}", frames[0].name)
+    shutil.copy(frames[0], extra)
+    changed, said = _duke_split(new)
+    assert len(changed.gallery) == len(copied.gallery) + 1
+    assert any(str(person / "9999") in paths[0] for paths, _, _ in changed.gallery)
+    grown = next(paths for paths, _, _ in changed.query if Path(paths[0]).parent == tdir)
+    assert str(extra) in grown and len(grown) > len(qpaths)
+    assert any("split_gallery.json lists 11 tracklets, the folder holds 12" in w for w in said), said
+    assert any("split_query.json lists" in w and str(tdir) in w for w in said), said
 
 
 def test_root_may_be_the_dataset_folder(synth: Path, tmp_path: Path) -> None:

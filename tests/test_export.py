@@ -1,6 +1,8 @@
 """sinet-export: ONNX through torch's current exporter, dynamic batch, checked in onnxruntime against PyTorch."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import onnx
 import onnxruntime
 import pytest
@@ -57,3 +59,22 @@ def test_eight_frame_clips_and_bad_requests(folder, tmp_path, capsys):
     assert '--overwrite' in capsys.readouterr().err and (tmp_path / 'mine.onnx').read_bytes() == b'keep'
     assert main(['--model', 'resnet9000', '--output', str(tmp_path / 'y.onnx')]) == 2
     assert 'Unknown model' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--opset', '1'], "error: --opset 1: torch's exporter writes opsets 18 to"),
+    (['--opset', '99999'], "error: --opset 99999: torch's exporter writes opsets 18 to"),
+    (['--batch', '-5'], 'error: --batch must be a whole number from 1 to 64, got -5'),
+    (['--batch', '100000'], 'error: --batch must be a whole number from 1 to 64, got 100000'),
+    (['--frames', '0'], 'error: --frames must be a positive multiple of 4 (the clip length), got 0'),
+    pytest.param(['--frames', '400000'], 'error: exporting 400000 frames per clip needs about',
+                 marks=pytest.mark.skipif(not Path('/proc/meminfo').exists(), reason='reads MemAvailable')),
+])
+def test_requests_that_cannot_be_honoured_are_one_line(folder, tmp_path, capsys, args, message):
+    """An opset the exporter does not write (it wrote 18 and exited 0), a nonsense example batch, a clip too long
+    for the memory the check needs (onnxruntime ran out of memory): one line, exit 2, no file, no export run."""
+    out = tmp_path / 'x.onnx'
+    assert main(['--model', str(folder), '--output', str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count('\n') == 1, err
+    assert not out.exists()

@@ -513,7 +513,7 @@ def test_push_refuses_incomplete_or_foreign_folders(hub_folder, tmp_path, capsys
         shutil.copy(hub_folder / 'README.md', folder)
         cfg = json.loads((folder / 'config.json').read_text())
         (folder / 'config.json').write_text(json.dumps(dict(cfg, architecture='resnet50')))
-        with pytest.raises(HubError, match="architecture 'resnet50' is not a SINet model"):
+        with pytest.raises(HubError, match="architecture 'resnet50' is not one of this package's architectures"):
             hub.push(folder, 'test-org/x', token='t', endpoint=fake.url)
         (folder / 'config.json').write_text(json.dumps(cfg))
         (folder / 'model.safetensors').write_bytes(b'truncated')

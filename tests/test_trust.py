@@ -2,8 +2,12 @@
 line (exit 2) and lose nothing. Every file here is corrupted by the test itself."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -17,6 +21,7 @@ import torch
 from conftest import child_env, interrupted_eval
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file as safetensors_load
 from safetensors.torch import save_file
 from timm.models import save_for_hf
 
@@ -28,7 +33,8 @@ from sinet_cli import extract as extract_cmd
 from sinet_cli import search as search_cmd
 from sinet_cli import viz as viz_cmd
 from sinet_cli.eval import main as eval_main
-from sinet_timm.errors import CheckpointError
+from sinet_timm.errors import CheckpointError, OutputWriteError
+from sinet_timm.paths import replace_file
 
 FAST = ['--mode', 'sampled', '--workers', '0', '--no-progress', '--device', 'cpu']
 
@@ -239,6 +245,58 @@ def test_bad_models_and_checkpoints_are_one_line(tmp_path, capsys):
         assert 'weights_only=False' not in err and 'Traceback' not in err
 
 
+def _hub_folder(folder: Path, model: torch.nn.Module, **config_changes) -> Path:
+    """A Hub-ready folder (timm's save_for_hf) with config.json fields changed."""
+    save_for_hf(model, str(folder), safe_serialization=True)
+    cfg = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps({**cfg, **config_changes}))
+    return folder
+
+
+def test_local_dir_loads_are_strict(tmp_path, capsys):
+    """A local-dir: folder loads all or nothing, as --checkpoint does: a missing tensor, a config.json naming
+    another architecture, a truncated or missing model.safetensors, a folder holding only a pickle: one line,
+    exit 2, never metrics of random tensors."""
+    torch.manual_seed(0)
+    trained = timm.create_model('vreid_r50', num_classes=10)  # a classifier: timm then loads num_classes=0 loosely
+    missing = _hub_folder(tmp_path / 'missing', trained)
+    state = dict(safetensors_load(str(missing / 'model.safetensors')))
+    save_file({k: v for k, v in state.items() if k != 'bn1.bias'}, str(missing / 'model.safetensors'))
+    other = _hub_folder(tmp_path / 'other', trained, architecture='sinet_r50')
+    truncated = _hub_folder(tmp_path / 'truncated', trained)
+    data = (truncated / 'model.safetensors').read_bytes()
+    (truncated / 'model.safetensors').write_bytes(data[:len(data) // 2])
+    absent = _hub_folder(tmp_path / 'absent', trained)
+    (absent / 'model.safetensors').unlink()
+    pickled = _hub_folder(tmp_path / 'pickled', trained)
+    (pickled / 'model.safetensors').unlink()
+    torch.save(state, pickled / 'pytorch_model.bin')
+    cases = [(missing, 'does not fit vreid_r50: 1 tensor(s) missing (bn1.bias)'),
+             (other, '(config.json names sinet_r50) does not fit sinet_r50: 132 tensor(s) missing (layer2.2.reduce.'),
+             (truncated, f'{truncated / "model.safetensors"} is truncated or not a safetensors file'),
+             (absent, f'{absent / "model.safetensors"} is missing'),
+             (pickled, 'only pytorch_model.bin: a pickle, which is not loaded (unpickling can run code). Convert it '
+                       f'once: `sinet-convert {pickled / "pytorch_model.bin"} NEW_FOLDER`')]
+    for folder, message in cases:
+        assert eval_main(['--model', f'local-dir:{folder}', '--dataset', 'synthetic',
+                          '--output', str(tmp_path / 'r.json')]) == 2
+        out, err = capsys.readouterr()
+        assert err.count('\n') == 1 and err.startswith('error: ') and message in err, err
+        assert 'mAP' not in out and not (tmp_path / 'r.json').exists()
+        assert folder != other or 'The weights look like vreid_r50' in err
+    with pytest.raises(CheckpointError, match=re.escape(cases[0][1])):  # timm.create_model itself (our builder)
+        timm.create_model(f'local-dir:{missing}', pretrained=True, num_classes=0)
+
+
+def test_local_dir_of_an_image_model_is_strict_too(tmp_path):
+    """A timm image model's folder whose config.json names another architecture (resnet18 weights, resnet34 in
+    config.json): timm would fill the layers resnet18 lacks with random tensors."""
+    folder = _hub_folder(tmp_path / 'r18', timm.create_model('resnet18', num_classes=10), architecture='resnet34')
+    with pytest.raises(CheckpointError, match=r'config.json names resnet34\) does not fit resnet34: \d+ tensor\(s\) '
+                                              r'missing \(layer1.2.conv1.weight'):
+        reid_eval.load_model(f'local-dir:{folder}')
+
+
 def test_outputs_that_are_folders_or_lie_under_files(tmp_path, capsys):
     (tmp_path / 'a_file').write_text('mine')
     src = tmp_path / 'ckpt.pth.tar'
@@ -260,6 +318,66 @@ def test_outputs_that_are_folders_or_lie_under_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'is a folder; give a file name' in err and err.count('\n') == 1
     assert os.listdir(tmp_path / 'outdir') == ['keep.txt'] and time.perf_counter() - t0 < 30
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int):
+    """Files of this process may not grow past ``limit`` bytes (EFBIG, as on a full disk; Python ignores SIGXFSZ);
+    the limit is lifted on leaving."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_failed_writes_keep_what_was_there(tmp_path):
+    """Outputs are written beside and renamed: a failed write is one OutputWriteError naming the file and leaves
+    an existing file whole, no partial file behind; a folder is never replaced; a device is written directly."""
+    mine = tmp_path / 'r.json'
+    mine.write_text('mine')
+
+    def half_then_full(tmp: Path) -> None:
+        tmp.write_text('{"half": ')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OutputWriteError, match=f'could not write {mine}: No space left on device'):
+        replace_file(mine, half_then_full)
+    assert mine.read_text() == 'mine' and os.listdir(tmp_path) == ['r.json']
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'folder' / 'keep.txt').write_text('mine')
+    with pytest.raises(OutputWriteError, match='it is a folder'):
+        replace_file(tmp_path / 'folder', lambda tmp: tmp.write_text('{}'))
+    assert os.listdir(tmp_path / 'folder') == ['keep.txt']
+    with pytest.raises(OutputWriteError, match='could not write /dev/full: No space left on device'):
+        replace_file('/dev/full', lambda tmp: tmp.write_text('{}'))
+
+
+def test_results_that_cannot_be_written_are_one_line_after_the_metrics(tmp_path, capsys):
+    """sinet-eval on a full disk (stand-in: a file size limit) prints the metrics, then one line saying what could
+    not be written (exit 2); --overwrite never replaces a folder, and is refused before the run."""
+    tiny = make_synthetic('prid2011', tmp_path / 'data', num_ids=4, lengths=(1, 2))  # 16 frames
+    tmp_path = tmp_path / 'out'
+    tmp_path.mkdir()
+    out = tmp_path / 'r.json'
+    out.write_text('mine')
+    args = ['--model', 'vreid_r50', '--no-pretrained', '--dataset', 'prid2011', '--root', str(tiny), *FAST,
+            '--no-cache', '--save-features', '--output', str(out), '--overwrite']
+    with _file_size_limit(4096):
+        code = eval_main(args)
+    captured = capsys.readouterr()
+    assert code == 2 and 'ours' in captured.out and 'mAP' in captured.out, captured
+    features = tmp_path / 'r.features.safetensors'
+    assert captured.err == (f'error: could not write {features}: File too large; the metrics above are not saved in '
+                            f'{out}\n'), captured.err
+    assert out.read_text() == 'mine' and sorted(os.listdir(tmp_path)) == ['r.json']
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'notes.txt').write_text('mine')
+    assert eval_main([*args[:-2], str(tmp_path / 'runs'), '--overwrite']) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f'error: --output {tmp_path / "runs"} is a folder') and 'mAP' not in captured.out
+    assert os.listdir(tmp_path / 'runs') == ['notes.txt']
 
 
 def test_paths_with_bytes_that_are_not_utf8(prid, tmp_path, capsys):
@@ -321,6 +439,20 @@ def test_a_malformed_zoo_file_leaves_the_others_usable(tmp_path):
     assert r.returncode == 0 and r.stderr.splitlines() == [
         f'warning: {zoo / "sinet_r50.broken.yaml"}: not valid YAML (line 3, column 1: expected \',\' or \']\', but got '
         "'<stream end>'); this entry is left out of the zoo"], r.stderr
+
+
+def test_a_zoo_dir_that_does_not_exist_leaves_the_commands_working(tmp_path):
+    """SINET_TIMM_ZOO_DIR naming no folder: the import works (an empty zoo, one warning line); asking for a zoo
+    entry is then one line saying why it is missing, exit 2."""
+    code = 'import sys; from sinet_cli.eval import main; sys.exit(main(sys.argv[1:]))'
+    r = subprocess.run([sys.executable, '-c', code, '--model', 'sinet_r50.mars', '--dataset', 'synthetic',
+                        '--output', str(tmp_path / 'r.json')], capture_output=True, text=True, timeout=120,
+                       env=child_env(SINET_TIMM_ZOO_DIR=str(tmp_path / 'nowhere')))
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2 and 'Traceback' not in r.stderr, r.stderr
+    problem = f'SINET_TIMM_ZOO_DIR={tmp_path / "nowhere"} is not a folder: the zoo is empty'
+    assert lines[0].startswith(f'warning: {problem}')
+    assert lines[1].startswith('error: sinet_r50.mars: Invalid pretrained tag') and problem in lines[1]
 
 
 def test_ctrl_c_is_one_line(prid, tmp_path):

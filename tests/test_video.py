@@ -1,7 +1,9 @@
 """Your own footage: in-memory crops, video files with tracker output, matches across cameras (CPU, offline, tiny)."""
 from __future__ import annotations
 
+import io
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from PIL import Image
 
 import reid_eval
 from reid_eval import search, video, viz
-from reid_eval.errors import EvalError, FrameReadError, TrackletInputError
+from reid_eval.errors import EvalError, FrameReadError, TrackletInputError, VizError
 from reid_eval.featurefile import load_features
 from reid_eval.synthetic import DemoVideos, make_demo_videos
 from reid_eval.thumbnails import decode_thumbnail
@@ -95,6 +97,33 @@ def test_bad_in_memory_frames_are_named(model, crops, tmp_path, frame, message):
     assert message in str(e.value) and "'#1'" in str(e.value)
 
 
+def _bomb_jpeg(path: Path, width: int = 13000, height: int = 15000) -> Path:
+    """A valid 8x8 JPEG whose header claims ``width x height`` pixels (what PIL checks before decoding)."""
+    buf = io.BytesIO()
+    Image.new('RGB', (8, 8), (1, 2, 3)).save(buf, 'JPEG')
+    data = bytearray(buf.getvalue())
+    sof = data.index(b'\xff\xc0')  # baseline frame header: length, precision, height, width
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_frame_of_absurd_size_is_named(model, crops, tmp_path, capsys):
+    """PIL's DecompressionBombError (not an OSError) was a traceback: it is a FrameReadError naming the file."""
+    frames = _save_folder(tmp_path / 'alice', crops[0][:2])
+    bomb = _bomb_jpeg(tmp_path / 'alice' / '3.jpg')
+    with pytest.raises(FrameReadError, match='decompression bombs') as e:
+        reid_eval.extract(model, [[*frames, str(bomb)]], **SMALL)
+    assert e.value.path == str(bomb) and '195000000 pixels' in str(e.value)
+    assert extract_cmd.main([str(bomb.parent), '-o', str(tmp_path / 'f.safetensors'), *MODEL]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f'error: cannot read frame {bomb}: its size (195000000 pixels)'), err
+    assert not any('Traceback' in line for line in err) and not (tmp_path / 'f.safetensors').exists()
+    with pytest.raises(VizError, match='a thumbnail in the features file cannot be decoded'):
+        decode_thumbnail(bomb.read_bytes())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # track files and decoding, on a lossless video of known frames
 
@@ -125,6 +154,19 @@ def test_track_file_forms(tmp_path):
     row = video.TrackRow(1, 2.5, -0.5, 3.0, 10.0, 1)
     assert video.clip_box(row, 64, 48) == (3, 0, 6, 10)  # halves round up, then clipped
     assert video.clip_box(row._replace(x=70.0), 64, 48) is None
+
+
+def test_track_ids_above_2_to_the_53_stay_apart(tmp_path):
+    """Ids are parsed as integers, not floats: 2**53 and 2**53 + 1 (one float) are two people."""
+    big = 2 ** 53
+    f = tmp_path / 't.txt'
+    f.write_text(f'1,{big},0,0,5,5\n2,{big + 1},0,0,5,5\n3,{big + 1}.0,0,0,5,5\n4,7e3,0,0,5,5\n')
+    tf = video.read_tracks(f)
+    assert list(tf.tracks) == [7000, big, big + 1]
+    assert [r.frame for r in tf.tracks[big + 1]] == [2, 3]
+    f.write_text(f'1,{big}.5,0,0,5,5\n')
+    with pytest.raises(TrackletInputError, match=f"line 1: the track id '{big}.5' is not a whole number"):
+        video.read_tracks(f)
 
 
 def test_crops_are_the_frames_pixels(known):
