@@ -3,12 +3,16 @@
     python benchmarks/bench_model.py                                  # CPU, float32 NCHW and channels_last
     python benchmarks/bench_model.py --batch 1 4 --released /path/to/SINet   # + the authors' implementation
     python benchmarks/bench_model.py --device cuda --batch 32 128 --compile  # GPU: + bf16 (+ torch.compile)
+    python benchmarks/bench_model.py --tfclip                          # + TF-CLIP (ViT-B/16, 8-frame clips)
 
 ``--released`` is a checkout of github.com/baist/SINet kept OUTSIDE this repository (never commit it); its
 models are built offline (torchvision's ResNet-50 without downloading weights), loaded with the same weights as
 ours, and timed on the same input. Every round runs every model once (in a shuffled order); times are medians
 over rounds and ratios are medians of the per-round ratios, so they are measured side by side under the same
 machine load.
+
+``--tfclip`` adds a table for TF-CLIP (``tfclip_vit_b16``): parameters, FLOPs and time per 8-frame clip (its
+protocol's clip), with camera ids; on CUDA also under bf16 autocast. It has no targets.
 
 Targets: CPU sinet_r50 / vreid_r50 time <= 1.05 and ours >= 1.25x faster than the released sinet;
 GPU sinet throughput >= 0.95x the baseline's and >= 3x the released implementation's float32 throughput.
@@ -116,6 +120,37 @@ def variants(model: torch.nn.Module, cuda: bool, compile_: bool) -> dict[str, Ca
     return out
 
 
+TFCLIP_FRAMES = 8  # TF-CLIP's clips (its protocol), whatever --frames says for the SINet family
+
+
+def bench_tfclip(dev: torch.device, batches: list[int], rounds: int, warmup: int, sync) -> list[str]:
+    """TF-CLIP's table: params (M, no classifier), GFLOPs per 8-frame clip, ms per clip (fp32; bf16 autocast on
+    CUDA); every clip with a camera id, as the model needs."""
+    cuda = dev.type == 'cuda'
+    model = timm.create_model('tfclip_vit_b16').eval().to(dev)
+    params = sum(v.numel() for k, v in model.named_parameters() if not k.startswith('head')) / 1e6
+
+    def run(amp: bool) -> Callable:
+        def fn(x: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                return model(x, cams)
+        return fn
+
+    kinds = {'fp32': run(False), **({'bf16': run(True)} if cuda else {})}
+    one = torch.zeros(1, dtype=torch.long, device=dev)
+    flops = gflops(partial(run(False), cams=one), torch.randn(1, TFCLIP_FRAMES, 3, 256, 128, device=dev))
+    lines = [f'\nTF-CLIP, {TFCLIP_FRAMES}-frame clips with camera ids: median ms per clip',
+             f'{"model":<16}{"batch":>6}{"params(M)":>10}{"GFLOPs/clip":>13}' + ''.join(f'{k:>10}' for k in kinds)]
+    for batch in batches:
+        x = torch.randn(batch, TFCLIP_FRAMES, 3, 256, 128, device=dev)
+        cams = torch.zeros(batch, dtype=torch.long, device=dev)
+        with torch.inference_mode():
+            runs = time_models({k: partial(fn, x, cams) for k, fn in kinds.items()}, rounds, warmup, sync)
+        lines.append(f'{"tfclip_vit_b16":<16}{batch:>6}{params:10.3f}{flops:13.2f}'
+                     + ''.join(f'{statistics.median(runs[k]) / batch * 1e3:10.1f}' for k in kinds))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cpu')
@@ -129,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--models', nargs='+', choices=list(ARCHS), default=list(ARCHS),
                    help='which models (default: all; vreid_r50 and sinet_r50 are always timed: the targets compare '
                         'them)')
+    p.add_argument('--tfclip', action='store_true',
+                   help='also TF-CLIP (tfclip_vit_b16): params, GFLOPs, time per 8-frame clip (a table of its own)')
     args = p.parse_args(argv)
     args.models = [m for m in ARCHS if m in {*args.models, 'vreid_r50', 'sinet_r50'}]
     if args.threads:
@@ -198,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 line += f'; released fp32 / ours: {speedup:.2f}x'
                 line += ' (>= 3)' if cuda else ' (>= 1.25)'
             summary.append(line)
+    if args.tfclip:
+        print('\n'.join(bench_tfclip(dev, args.batch, args.rounds, args.warmup, sync)))
     print('\ntargets:')
     print('\n'.join(summary))
     return 0

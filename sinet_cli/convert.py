@@ -3,6 +3,7 @@
     sinet-convert SRC.pth.tar OUT_DIR [--arch sinet_r50] [--dataset mars]
     sinet-convert distilled.zip::distilled_public/mars/selfdistill/distill_mars_resnet50/chk/chk_di_1 OUT_DIR
     sinet-convert baseline.zip OUT_DIR          # every checkpoint of the archive, OUT_DIR/<run>/<checkpoint>/
+    sinet-convert best_model.pth.tar OUT_DIR --dataset mars   # TF-CLIP: an embedding model with the file's cameras
 
 writes ``OUT_DIR/model.safetensors`` and ``OUT_DIR/config.json`` (timm's ``save_for_hf`` format, plus re-ID
 fields). Load them with ``timm.create_model("local-dir:OUT_DIR", pretrained=True)``. The released file is read with
@@ -20,7 +21,7 @@ from ._common import fail, run
 # the families' architectures and their authors' names (sinet_timm.archs), repeated so that parsing needs no torch
 # import (a test checks they match)
 ARCHS = ('sinet_r50', 'sbnet_r50', 'idnet_r50', 'vreid_r50', 'sanet_r50',
-         'vkd_r34', 'vkd_r50', 'vkd_r101', 'vkd_r50bam', 'vkd_d121', 'vkd_mbv2',
+         'vkd_r34', 'vkd_r50', 'vkd_r101', 'vkd_r50bam', 'vkd_d121', 'vkd_mbv2', 'tfclip_vit_b16',
          'sinet', 'sbnet', 'idnet', 'resnet50', 'sanet', 'resnet34', 'resnet101', 'resnet50bam', 'densenet121',
          'mobilenet')
 MEMBER_SEP = '::'  # sinet_timm.convert.MEMBER_SEP
@@ -30,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sinet-convert', description=__doc__.split('\n\n')[0].replace('``', ''),
                                 epilog=__doc__.split('\n\n', 1)[1].replace('``', ''),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('src', help="the authors' checkpoint (SINet/SANet .pth.tar, VKD RUN/chk/chk_end), "
-                               f'ARCHIVE.zip{MEMBER_SEP}MEMBER for one checkpoint inside a zip, or ARCHIVE.zip '
-                               'for all of its checkpoints')
+    p.add_argument('src', help="the authors' checkpoint (SINet/SANet .pth.tar, VKD RUN/chk/chk_end, TF-CLIP "
+                               f'best_model.pth.tar), ARCHIVE.zip{MEMBER_SEP}MEMBER for one checkpoint inside a '
+                               'zip, or ARCHIVE.zip for all of its checkpoints')
     p.add_argument('out_dir', help='folder to write model.safetensors and config.json to')
     p.add_argument('--arch', choices=ARCHS, metavar='ARCH',
                    help='architecture (default: what the run files beside the checkpoint say, else inferred from '
@@ -68,8 +69,11 @@ def _convert(args: argparse.Namespace) -> int:
     out = convert(args.src, args.out_dir, args.arch, args.dataset, args.sha256, args.overwrite,
                   allow_nonfinite=args.allow_nonfinite)
     cfg = json.loads((out / 'config.json').read_text())
+    reid = cfg.get('reid', {})
+    cams = cfg.get('model_args', {}).get('num_cameras')
     print(f"wrote {out}/model.safetensors and config.json: {cfg['architecture']}, "
-          f"{cfg['num_classes']} training identities; load with "
+          f"{reid.get('num_train_identities', cfg['num_classes'])} training identities"
+          f"{f', {cams} cameras' if cams else ''}; load with "
           f"timm.create_model('local-dir:{out}', pretrained=True)")
     return 0
 

@@ -18,12 +18,13 @@ Schema of an entry (``REQUIRED_KEYS`` must be present; the rest is optional)::
     source: {kind: google-drive, file_id: ..., url: ..., sha256: null}   # the authors' original file
     license: mit
     metrics:
-      paper: {mAP: 86.2, rank1: 91.0}         # in percent
+      paper: {mAP: 86.2, rank1: 91.0}         # in percent; mAP may be left out where the paper reports CMC only
       authors_reproduced: {...}               # optional
       ours: null                              # written by `sinet-hub publish/record` from a reid_eval JSON
     paper_ref: Bai et al., CVPR 2022  # who reported metrics.paper (model card); this is the default
     citation: "@inproceedings{...}"
     card: "free text for the model card"
+    num_cameras: 6                    # models with a camera embedding: the training set's cameras
 
 Malformed files raise :class:`ZooConfigError` naming the file and the key. In the zoo folder a malformed file is
 left out with one :class:`ZooWarning` naming it (``import sinet_timm`` still registers every other entry); asking
@@ -157,7 +158,8 @@ def validate_entry(entry: Any, path: str | Path) -> dict[str, Any]:
         raise _fail(path, 'metrics', f'expected a mapping with paper (and ours), got {metrics!r}')
     if 'paper' not in metrics:
         raise _fail(path, 'metrics.paper', "missing (the paper's {mAP, rank1} in percent)")
-    _check_metrics(path, 'metrics.paper', metrics['paper'], ('mAP', 'rank1'))
+    # some papers report only CMC on the small datasets (iLIDS-VID, PRID-2011): rank1 is required, mAP is not
+    _check_metrics(path, 'metrics.paper', metrics['paper'], ('rank1',))
     for k in ('authors_reproduced', 'ours'):
         if metrics.get(k) is not None:
             _check_metrics(path, f'metrics.{k}', metrics[k], ('mAP', 'rank1'))
@@ -166,6 +168,9 @@ def validate_entry(entry: Any, path: str | Path) -> dict[str, Any]:
             raise _fail(path, k, f'expected text, got {type(entry[k]).__name__}')
     if entry.get('embedding_dim') is not None and not _is_int(entry['embedding_dim']):
         raise _fail(path, 'embedding_dim', f"expected an integer, got {entry['embedding_dim']!r}")
+    if entry.get('num_cameras') is not None and not (_is_int(entry['num_cameras']) and entry['num_cameras'] > 0):
+        raise _fail(path, 'num_cameras', f"expected the training set's number of cameras (an integer > 0), got "
+                                         f"{entry['num_cameras']!r}")
     return entry
 
 

@@ -58,6 +58,16 @@ _VKD_CITATION = """@inproceedings{porrello2020robust,
   organization={Springer}
 }"""
 
+_TFCLIP_CITATION = """@inproceedings{yu2024tfclip,
+  title={{TF-CLIP}: Learning Text-Free {CLIP} for Video-Based Person Re-identification},
+  author={Yu, Chenyang and Liu, Xuehu and Wang, Yingquan and Zhang, Pingping and Lu, Huchuan},
+  booktitle={Proceedings of the AAAI Conference on Artificial Intelligence},
+  volume={38},
+  number={7},
+  pages={6764--6772},
+  year={2024}
+}"""
+
 _DENSE = 'dense: every frame in 4-frame strided clips, clip embeddings averaged; cosine distance'
 
 # infer_arch (sinet_timm.convert) asks the families from the last to the first: a family whose checkpoints look
@@ -77,6 +87,12 @@ FAMILIES: tuple[Family, ...] = (
            'Porrello et al., ECCV 2020', 'https://github.com/aimagelab/VKD', 'mit', 'vkd',
            'vkd: one 8-frame clip of the first frame of each of 8 chunks, pre-BN embedding averaged over the frames; '
            'cosine distance', _VKD_CITATION, trainable=False),
+    Family('tfclip', ('tfclip_vit_b16',), {}, 'sinet_timm.tfclip',
+           'TF-CLIP: Learning Text-Free CLIP for Video-Based Person Re-identification', 'Yu et al., AAAI 2024',
+           'https://github.com/AsuradaYuci/TF-CLIP', 'mit', 'tfclip',
+           'tfclip: every frame in consecutive 8-frame clips, the last padded by cycling its own frames, each clip '
+           "with its tracklet's camera id, clip embeddings averaged; L2-normalised Euclidean distance",
+           _TFCLIP_CITATION, trainable=False),
 )
 
 ARCHITECTURES: tuple[str, ...] = tuple(a for f in FAMILIES for a in f.archs)

@@ -43,8 +43,8 @@ from .paths import write_failure_reason
 
 __all__ = ['HEAD_PREFIXES', 'MEMBER_SEP', 'NonFiniteWeightsWarning', 'ReleasedCheckpoint', 'check_local_dir',
            'convert', 'convert_all', 'describe_mismatch', 'family_filter', 'infer_arch', 'load_checkpoint_file',
-           'load_released', 'mismatch_summary', 'nonfinite_tensors', 'numpy_scalars_allowed', 'read_released',
-           'reid_config', 'sha256_of', 'zip_checkpoints']
+           'family_module', 'load_released', 'mismatch_summary', 'nonfinite_tensors', 'numpy_scalars_allowed',
+           'read_released', 'reid_config', 'sha256_of', 'train_identities', 'zip_checkpoints']
 
 MEMBER_SEP = '::'  # ARCHIVE.zip::path/inside/the/zip
 
@@ -271,9 +271,14 @@ def _check_output_folder(out_dir: Path) -> None:
             raise OutputExistsError(f'the output folder {out_dir} {what}; choose a folder path')
 
 
-def family_module(family: Family) -> ModuleType:
-    """The model file of a family (its ``infer_arch``, ``checkpoint_filter_fn``, optional ``run_info``)."""
-    return importlib.import_module(family.module)
+def family_module(family: Family | str) -> ModuleType:
+    """The model file of a family, or of an architecture's family (imported on first use: the model files import
+    this module's users). It has ``infer_arch`` and ``checkpoint_filter_fn``, and may define optional hooks:
+    ``run_info`` (what the authors' run files say), ``model_kwargs_from_state_dict`` (the constructor arguments a
+    file needs, e.g. TF-CLIP's cameras), ``released_num_classes`` (training identities of a file whose classifiers
+    the model drops) and ``zoo_cfg_fields`` (pretrained-cfg fields of a zoo entry beyond
+    :func:`~sinet_timm._zoo.pretrained_cfg_fields`)."""
+    return importlib.import_module((family if isinstance(family, Family) else family_of(family)).module)
 
 
 def family_filter(arch: str) -> Callable[[dict[str, Any], torch.nn.Module], dict[str, Any]]:
@@ -297,6 +302,16 @@ def _run_info(ckpt: ReleasedCheckpoint, family: Family) -> dict[str, Any]:
     """What the authors' run files say (architecture, dataset, classes), read by the family's ``run_info``."""
     fn = getattr(family_module(family), 'run_info', None)
     return fn(ckpt.run) if fn is not None and ckpt.run else {}
+
+
+def train_identities(state_dict: dict[str, torch.Tensor], arch: str | None = None) -> int:
+    """Training identities of a checkpoint: the rows of its classifier, or what its family reads from a file
+    whose classifiers the model drops (TF-CLIP's ``classifier2``); 0 without one."""
+    w = state_dict.get('classifier.weight', state_dict.get('classifier.classifier.weight'))
+    if w is not None:
+        return int(w.shape[0])
+    count = getattr(family_module(arch or infer_arch(state_dict)), 'released_num_classes', None)
+    return count(state_dict) if count is not None else 0
 
 
 def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, limit: int = 8) -> str:
@@ -353,7 +368,8 @@ def load_released(path: str | Path | ReleasedCheckpoint, arch: str | None = None
     ``path`` may be ``ARCHIVE.zip::MEMBER``. The architecture is ``arch`` (ours or the authors' name), else what
     the authors' run files say (refused if the weights say otherwise), else what the keys show. ``img_size``
     (frame height, width) defaults to the architecture's 256x128; IDM weights fit only the size they were trained
-    for.
+    for. A family's ``model_kwargs_from_state_dict`` reads the other constructor arguments from the file (TF-CLIP:
+    an embedding model, its classifiers being training-only, with the file's cameras and depth).
     """
     ckpt = path if isinstance(path, ReleasedCheckpoint) else read_released(path)
     state_dict = ckpt.state_dict
@@ -367,10 +383,16 @@ def load_released(path: str | Path | ReleasedCheckpoint, arch: str | None = None
     arch = canonical_arch(arch or declared or guessed, family.name)
     if arch not in ARCHITECTURES:
         raise CheckpointError(f'unknown architecture {arch!r}; expected one of {", ".join(ARCHITECTURES)}')
-    if num_classes is None:
+    kwargs: dict[str, Any] = {'img_size': tuple(img_size)} if img_size else {}
+    from_file = getattr(family_module(arch), 'model_kwargs_from_state_dict', None)
+    if from_file is not None:
+        kwargs.update(from_file(state_dict))
+    elif num_classes is None:
         w = state_dict.get('classifier.weight', state_dict.get('classifier.classifier.weight'))
         num_classes = int(w.shape[0]) if w is not None else 0
-    model = timm.create_model(arch, num_classes=num_classes, **({'img_size': tuple(img_size)} if img_size else {}))
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    model = timm.create_model(arch, **kwargs)
     # on a mismatch, lead with the likely cause
     hint = f' The checkpoint looks like {guessed}.' if arch != guessed else ''
     converted = family_filter(arch)(state_dict, model)
@@ -381,22 +403,34 @@ def load_released(path: str | Path | ReleasedCheckpoint, arch: str | None = None
     return model.eval()
 
 
-def reid_config(model: torch.nn.Module, dataset: str | None, source: dict[str, Any]) -> dict[str, Any]:
-    """The re-ID fields written next to timm's own in config.json."""
+def reid_config(model: torch.nn.Module, dataset: str | None, source: dict[str, Any],
+                num_train_identities: int | None = None) -> dict[str, Any]:
+    """The re-ID fields written next to timm's own in config.json; ``num_train_identities`` defaults to the
+    model's classifier size (an embedding model's file tells it otherwise, see :func:`train_identities`)."""
     family = family_of(model.pretrained_cfg['architecture'])
     layout = ('(B, T, 3, H, W), T a multiple of frames_per_clip' if family.protocol == 'dense' else
-              '(B, T, 3, H, W), any T (frames are embedded one by one and averaged)')
+              '(B, T, 3, H, W), any T (frames are embedded one by one and averaged)' if family.protocol == 'vkd' else
+              '(B, T, 3, H, W), any T (clips of frames_per_clip in the protocol)')
+    if model.pretrained_cfg.get('camera_input', False):
+        layout += ', and camids (B,), the camera id of each clip: model(x, camids)'
     return {
         'reid': {
             'frames_per_clip': model.clip_len,
             'embedding_dim': model.num_features,
-            'num_train_identities': model.num_classes,
+            'num_train_identities': model.num_classes if num_train_identities is None else num_train_identities,
             'dataset': dataset,
             'protocol': family.protocol_summary,
             'input_layout': layout,
         },
         'source': source,
     }
+
+
+def _model_args(model: torch.nn.Module) -> dict[str, Any]:
+    """The architecture arguments config.json records (timm < 1.0.31 records none by itself): the frame size,
+    and what a model's ``architecture_args()`` adds (TF-CLIP: its cameras and ViT shape)."""
+    extra = getattr(model, 'architecture_args', None)
+    return {'img_size': list(model.img_size), **(extra() if extra is not None else {})}
 
 
 def convert(
@@ -441,8 +475,13 @@ def convert(
     img_size = tuple(pretrained_cfg['input_size'][1:]) if pretrained_cfg and pretrained_cfg.get('input_size') else None
     ckpt = read_released(src)
     model = load_released(ckpt, arch, img_size=img_size)
-    if expected_num_classes is not None and model.num_classes != expected_num_classes:
-        raise NumClassesMismatch(ckpt.name, model.num_classes, expected_num_classes)
+    identities = model.num_classes or train_identities(ckpt.state_dict, model.pretrained_cfg['architecture'])
+    if expected_num_classes is not None and identities != expected_num_classes:
+        raise NumClassesMismatch(ckpt.name, identities, expected_num_classes)
+    cameras = (pretrained_cfg or {}).get('num_cameras')
+    if cameras is not None and getattr(model, 'num_cameras', cameras) != cameras:
+        raise CheckpointError(f"{ckpt.name} has {model.num_cameras} camera embeddings, expected {cameras} (the "
+                              "training set's cameras): it is a checkpoint of another dataset")
     if bad := nonfinite_tensors(model.state_dict()):
         what = (f'{ckpt.name} holds NaN or Inf values in {len(bad)} tensor(s) (e.g. {bad[0]}): a training run that '
                 'diverged or a damaged file, whose embeddings would not be finite')
@@ -458,14 +497,13 @@ def convert(
     cfg.update(pretrained_cfg or {})
     cfg['architecture'] = model.pretrained_cfg['architecture']
     model.pretrained_cfg = cfg  # what save_for_hf writes as config.json's pretrained_cfg
-    config = reid_config(model, dataset or info.get('dataset'), src_info)
+    config = reid_config(model, dataset or info.get('dataset'), src_info, identities)
     config['reid'].update(extra_config or {})
     # written into a folder beside, then moved in: a full disk or a read-only folder is one OutputWriteError and
     # leaves the files already in out_dir whole (only the two files written are replaced)
     tmp_dir = out_dir.with_name(f'.{out_dir.name}.{os.getpid()}.tmp')
     try:
-        # img_size written explicitly: timm < 1.0.31 records no architecture arguments by itself
-        save_for_hf(model, str(tmp_dir), model_config=config, model_args={'img_size': list(model.img_size)},
+        save_for_hf(model, str(tmp_dir), model_config=config, model_args=_model_args(model),
                     safe_serialization=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(tmp_dir.iterdir()):
@@ -506,7 +544,8 @@ def convert_all(
                 allow_nonfinite=allow_nonfinite)
         if log is not None:
             cfg = json.loads((out / 'config.json').read_text())
-            log(f"{member} -> {out}: {cfg['architecture']}, {cfg['num_classes']} training identities"
+            ids = cfg.get('reid', {}).get('num_train_identities', cfg['num_classes'])
+            log(f"{member} -> {out}: {cfg['architecture']}, {ids} training identities"
                 + (f", {cfg['reid']['dataset']}" if cfg['reid'].get('dataset') else ''))
         outs.append(out)
     return outs

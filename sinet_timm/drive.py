@@ -20,7 +20,7 @@ import torch.nn as nn
 from timm.models import get_pretrained_cfg
 
 from ._zoo import pretrained_cfg_fields, resolve_entry, zoo_entries
-from .convert import INIT_ONLY_CFG_KEYS, convert, sha256_of
+from .convert import INIT_ONLY_CFG_KEYS, convert, family_module, sha256_of
 from .errors import CheckpointError, HubError
 from .paths import cache_root
 
@@ -32,16 +32,19 @@ Log = Callable[[str], None]
 
 
 def entry_pretrained_cfg(entry: dict[str, Any]) -> dict[str, Any]:
-    """The full timm pretrained cfg of a zoo entry: the one registered for it (generated from the same file), or,
-    for an entry outside the registered zoo (a YAML given by path), the architecture's defaults with its fields."""
+    """The full timm pretrained cfg of a zoo entry: the architecture's defaults (its default tag's cfg, the
+    ImageNet init for the frame-wise families) with the entry's fields. A family whose cfgs read more from the
+    zoo file than :func:`~sinet_timm._zoo.pretrained_cfg_fields` defines ``zoo_cfg_fields(entry)`` (TF-CLIP:
+    ``num_cameras``, ``protocol`` and an embedding model's ``num_classes`` of 0)."""
     arch, _, tag = entry['name'].partition('.')
     try:
-        cfg = get_pretrained_cfg(arch).to_dict()  # the architecture's default (ImageNet init) cfg
+        cfg = get_pretrained_cfg(arch).to_dict()  # the architecture's default cfg (the init it builds from)
     except Exception as e:  # not registered: the architecture is unknown to timm
         raise HubError(f"{entry['name']}: architecture {arch} is not registered with timm") from e
     for k in INIT_ONLY_CFG_KEYS:  # the registry's own source and notes; tag is set below
         cfg.pop(k, None)
-    cfg.update(pretrained_cfg_fields(entry), architecture=arch, tag=tag)
+    fields = getattr(family_module(arch), 'zoo_cfg_fields', pretrained_cfg_fields)
+    cfg.update(fields(entry), architecture=arch, tag=tag)
     return cfg
 
 

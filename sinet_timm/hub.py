@@ -70,7 +70,7 @@ def convert_entry(spec: str | Path, out_dir: str | Path, src: str | Path | None 
         raise HubError(f"{name}: the authors' file is {entry['source'].get('url') or 'not downloadable here'}; "
                        'download it and pass it with --src FILE')
     if src is None:
-        log(f"fetching the authors' file of {name} from Google Drive (file id {entry['source']['file_id']})")
+        log(f"fetching the authors' file of {name} from Google Drive (file id {entry['source'].get('file_id')})")
         src = fetch_from_drive(entry)
     if member and MEMBER_SEP not in str(src):
         src = f'{src}{MEMBER_SEP}{member}'
@@ -233,19 +233,26 @@ def results_table(rows: Sequence[ResultRow], pending: str | None = None) -> str:
 
 
 def usage_snippet(name: str, img_size: Sequence[int], frames_per_clip: int, embedding_dim: int,
-                  any_frame_count: bool = False) -> str:
+                  any_frame_count: bool = False, num_cameras: int | None = None) -> str:
     """How to load and run the model; ``import sinet_timm`` comes first (the Hub's generic timm snippet, without
-    it, fails: the architecture would be unknown to timm). ``any_frame_count``: a frame-wise model (any T)."""
+    it, fails: the architecture would be unknown to timm). ``any_frame_count``: a model that takes any T;
+    ``num_cameras``: a model with a camera embedding, called with each clip's camera id."""
     h, w = img_size
     frames = (f'any T (the authors test with {frames_per_clip})' if any_frame_count else
               f'T a multiple of {frames_per_clip}')
+    if num_cameras:
+        call = (f"""# camids: (B,) LongTensor, each clip's camera in 0..{num_cameras - 1} (the training set's cameras)
+embedding = model(clips, camids)  # (B, {embedding_dim}), compare with cosine distance
+# without camera ids: model.camera_fallback = 'mean'; model(clips) then uses the mean camera embedding""")
+    else:
+        call = f'embedding = model(clips)  # (B, {embedding_dim}), compare with cosine distance'
     return f"""```python
 import sinet_timm, timm  # importing sinet_timm first registers its model families with timm
 
 model = timm.create_model("{name}", pretrained=True, num_classes=0).eval()
 transform = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=model))  # per frame
 # clips: (B, T, 3, {h}, {w}) float tensors, {frames}; or single crops (B, 3, {h}, {w})
-embedding = model(clips)  # (B, {embedding_dim}), compare with cosine distance
+{call}
 ```"""
 
 
@@ -273,6 +280,17 @@ def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset
         where += f", member `{src['member']}`"
     family = _family(entry)
     protocol = entry.get('protocol', family.protocol)
+    cameras = entry.get('num_cameras')
+    # the classifier a converted checkpoint keeps: none where the family's cfg makes an embedding model (TF-CLIP's
+    # identity classifiers are training-only)
+    kept = entry_pretrained_cfg(entry).get('num_classes', entry['num_classes'])
+    heads = (f"The classifier ({entry['num_classes']} training identities of {ds_name}) and, where present, the frame "
+             'projection are kept for fine-tuning; `num_classes=0` gives the re-ID embedding.' if kept else
+             f"The authors' identity classifiers ({entry['num_classes']} training identities of {ds_name}) are "
+             'training-only and are not kept: the model gives the re-ID embedding (`num_classes=N` adds a new '
+             'classifier for fine-tuning).')
+    gallery = ('the query tracklets are also in the gallery, on every dataset, as the authors evaluate'
+               if protocol == 'tfclip' else 'for MARS the gallery is query + gallery, as in the paper')
     if protocol == 'dense':
         protocol_text = (f"dense): every frame of a tracklet in {inp['frames_per_clip']}-frame strided clips, clip "
                          'embeddings averaged, cosine distance')
@@ -281,18 +299,19 @@ def card_text(entry: dict[str, Any], ours: dict[str, Any] | None = None, dataset
         protocol_text = (f"{protocol}, as the authors test): "
                          + (family.protocol_summary.split(': ', 1)[-1] if protocol == family.protocol else protocol))
         frames, embedding = f"any T; the authors test {inp['frames_per_clip']}", 'feature before the BN-neck'
+    cams_line = (f"\n- Cameras: {cameras} ({ds_name}'s), a learned embedding each: pass each clip's camera id"
+                 if cameras else '')
     body = f"""# {name}
 
 {(entry.get('card') or '').strip()}
 
 The weights are the authors' released checkpoint ({where}; sha256 of the original file: {sha}), converted to
-timm's safetensors format by `sinet-hub convert` without changing any weight. The classifier
-({entry['num_classes']} training identities of {ds_name}) and, where present, the frame projection are kept for
-fine-tuning; `num_classes=0` gives the re-ID embedding.
+timm's safetensors format by `sinet-hub convert` without changing any weight. {heads}
 
 ## Usage
 
-{usage_snippet(name, (h, w), inp['frames_per_clip'], entry.get('embedding_dim', 2048), protocol != 'dense')}
+{usage_snippet(name, (h, w), inp['frames_per_clip'], entry.get('embedding_dim', 2048), protocol != 'dense',
+                cameras)}
 
 `timm.create_model("hf-hub:{entry['hf_hub_id']}", pretrained=True)` loads this repository directly. Evaluate
 it on {ds_name} (with sinet-timm installed; `DATA/` holds the dataset folder):
@@ -306,13 +325,13 @@ sinet-hub verify {name} --root DATA   # fails if mAP / rank-1 drift from the num
 
 {chr(10).join(table)}
 
-Protocol ({protocol_text}, gallery entries of the query's identity and camera removed (for MARS the gallery is
-query + gallery, as in the paper). mINP (Ye et al., TPAMI 2021): per query, the true matches over the rank of the
+Protocol ({protocol_text}, gallery entries of the query's identity and camera removed ({gallery}).
+mINP (Ye et al., TPAMI 2021): per query, the true matches over the rank of the
 hardest one, averaged; the paper reports none. {evaluated}
 
 ## Model details
 
-- Architecture: `{arch}`; training identities: {entry['num_classes']} ({ds_name})
+- Architecture: `{arch}`; training identities: {entry['num_classes']} ({ds_name}){cams_line}
 - Input: clips of T frames ({frames}), each frame resized to {h}x{w}
   ({inp.get('interpolation', 'bicubic')}) and normalised with the ImageNet mean/std
 - Embedding: {entry.get('embedding_dim', 2048)}-d {embedding}; license: {entry['license'].upper()} (as the
@@ -321,7 +340,7 @@ hardest one, averaged; the paper reports none. {evaluated}
 ## Citation
 
 ```bibtex
-{(entry.get('citation') or '').strip()}
+{(entry.get('citation') or family.citation).strip()}
 ```
 """
     return str(ModelCard(f'---\n{meta}\n---\n{body}'))
@@ -457,7 +476,9 @@ def record(spec: str | Path, results: str | Path | dict[str, Any], write: bool =
 def list_zoo(log: Log = _print) -> list[dict[str, Any]]:
     """Print the zoo with paper and our metrics; returns the entries."""
     def pair(m: dict[str, Any] | None) -> str:
-        return f"{m['mAP']:.1f} / {m['rank1']:.1f}" if m else '-'
+        if not m:
+            return '-'
+        return ' / '.join(f'{m[k]:.1f}' if isinstance(m.get(k), (int, float)) else '-' for k in ('mAP', 'rank1'))
 
     def minp(m: dict[str, Any] | None) -> str:
         return f"{m['mINP']:.1f}" if m and isinstance(m.get('mINP'), (int, float)) else '-'

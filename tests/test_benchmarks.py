@@ -40,6 +40,16 @@ def test_bench_model_prints_ratios_flops_and_params(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
+def test_bench_model_lists_tfclip(capsys: pytest.CaptureFixture) -> None:
+    bench = _load('bench_model')
+    assert bench.main(['--batch', '1', '--rounds', '1', '--warmup', '0', '--models', 'vreid_r50', '--tfclip']) == 0
+    out = capsys.readouterr().out
+    row = re.search(r'^tfclip_vit_b16\s+1\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$', out, re.M)
+    assert row and row.group(1) == '96.187'  # params (M): CLIP ViT-B/16 at 256x128, projection, cameras, TMD
+    assert 150 < float(row.group(2)) < 250 and float(row.group(3)) > 0  # GFLOPs per 8-frame clip, ms per clip
+
+
+@pytest.mark.slow
 def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     bench = _load('bench_eval')
     assert bench.main(['--num-ids', '4', '--workers', '0', '--gen-workers', '0', '--data', str(tmp_path),

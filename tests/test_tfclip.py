@@ -1,0 +1,210 @@
+"""TF-CLIP (sinet_timm.tfclip) against the released eval computation (tests/tfclip_reference.py), its checkpoints,
+camera ids and pretrained cfgs. Shallow ViTs (``depth``) keep the default run fast; the full ViT-B/16 is `slow`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from tfclip_reference import (
+    NUM_CAMERAS,
+    TRAINING_ONLY_PREFIXES,
+    make_released_state_dict,
+    released_forward,
+    save_released_checkpoint,
+)
+
+from sinet_timm.errors import ModelInputError
+from sinet_timm.tfclip import TFCLIP, checkpoint_filter_fn
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _clips(b: int, t: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, t, 3, 256, 128, generator=torch.Generator().manual_seed(seed))
+
+
+def _loaded(sd: dict[str, torch.Tensor], **kw) -> TFCLIP:
+    model = timm.create_model('tfclip_vit_b16', **kw).eval()
+    model.load_state_dict(checkpoint_filter_fn(sd, model), strict=True)
+    return model
+
+
+def test_backbone_is_timms_clip_vit_b16_quickgelu_at_256x128():
+    ours = timm.create_model('tfclip_vit_b16', device='meta').image_encoder
+    timms = timm.create_model('vit_base_patch16_clip_quickgelu_224', img_size=(256, 128), num_classes=0,
+                              device='meta')
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in timms.state_dict().items()}
+    assert ours.pos_embed.shape == (1, 129, 768)  # 16x8 patches + the class token
+    assert type(ours.blocks[0].mlp.act).__name__ == 'QuickGELU' and ours.blocks[0].attn.fused_attn
+
+
+def test_equals_the_released_computation_on_random_weights():
+    """One ViT block (the reference reads the depth from the keys): B=2 clips of T=8 frames, other cameras."""
+    sd = make_released_state_dict(seed=1, num_cameras=6, layers=1, module_prefix=True)
+    model = _loaded(sd, depth=1)
+    clips, cams = _clips(2, 8), torch.tensor([5, 2])
+    with torch.no_grad():
+        ours, ref = model(clips, cams), released_forward(sd, clips, cams)
+    assert ours.shape == (2, 2048) and _rel_err(ours, ref) <= 1e-5
+    # the camera is part of the computation (the reference agrees with each)
+    with torch.no_grad():
+        other = model(clips, torch.tensor([0, 2]))
+    assert _rel_err(other[1], ours[1]) <= 1e-5 and (other[0] - ours[0]).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_full_vit_b16_equals_the_released_computation():
+    sd = make_released_state_dict(seed=0, num_cameras=15)
+    model = _loaded(sd, num_cameras=15)
+    clips, cams = _clips(1, 8, seed=3), torch.tensor([11])
+    with torch.no_grad():
+        ours, ref = model(clips, cams), released_forward(sd, clips, cams)
+    assert _rel_err(ours, ref) <= 1e-5
+
+
+def test_filter_drops_training_only_tensors_and_prefixes():
+    sd = make_released_state_dict(seed=2, num_cameras=2, num_classes=150, layers=1, module_prefix=True)
+    model = timm.create_model('tfclip_vit_b16', depth=1, num_cameras=2, device='meta')
+    got = checkpoint_filter_fn({'state_dict': sd}, model)
+    assert set(got) == set(model.state_dict())  # nothing missing, nothing left over
+    assert not any(k.startswith(('module.', *TRAINING_ONLY_PREFIXES)) for k in got)
+    assert any(k.startswith(tuple(f'module.{p}' for p in TRAINING_ONLY_PREFIXES)) for k in sd)  # they were there
+    assert 'TMD.resblocks.0.message_attn.in_proj_weight' in got  # TMD keeps the authors' names
+    torch.testing.assert_close(got['proj.weight'], sd['module.image_encoder.proj'].t())
+    # our own state dict passes unchanged; a classifier is dropped from an embedding model
+    own = {k: torch.zeros(v.shape) for k, v in model.state_dict().items()}
+    assert set(checkpoint_filter_fn({**own, 'head.weight': torch.zeros(3, 2048)}, model)) == set(own)
+
+
+def test_openai_clip_init_maps_timms_clip_tower_and_resizes_positions():
+    """The `.openai` tag's file (timm's CLIP ViT-B/16 tower, 224x224): backbone and projection from it, positions
+    resized bilinearly to the 16x8 grid as the authors do, cameras and TMD keep their init."""
+    clip = timm.create_model('vit_base_patch16_clip_quickgelu_224', depth=1, num_classes=512).state_dict()
+    model = timm.create_model('tfclip_vit_b16', depth=1)
+    got = checkpoint_filter_fn(clip, model)
+    model.load_state_dict(got, strict=True)
+    grid = clip['pos_embed'][:, 1:].reshape(1, 14, 14, 768).permute(0, 3, 1, 2)
+    resized = nn.functional.interpolate(grid, size=(16, 8), mode='bilinear').flatten(2).transpose(1, 2)
+    torch.testing.assert_close(model.image_encoder.pos_embed[:, 1:], resized)
+    torch.testing.assert_close(model.proj.weight, clip['head.weight'])
+    torch.testing.assert_close(model.image_encoder.blocks[0].attn.qkv.weight, clip['blocks.0.attn.qkv.weight'])
+    assert timm.get_pretrained_cfg('tfclip_vit_b16.openai').hf_hub_id == 'timm/vit_base_patch16_clip_224.openai'
+
+
+def test_create_model_loads_the_released_file_by_tag(tmp_path):
+    """pretrained_cfg_overlay=dict(file=...) on the authors' file: the .lsvid tag brings its 15 cameras."""
+    path = tmp_path / 'best_model.pth.tar'
+    sd = save_released_checkpoint(path, seed=4, num_cameras=NUM_CAMERAS['lsvid'], num_classes=842, layers=1)
+    model = timm.create_model('tfclip_vit_b16.lsvid', pretrained=True, depth=1,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert model.num_cameras == 15 and model.num_classes == 0
+    cfg = model.pretrained_cfg
+    assert (cfg['protocol'], cfg['camera_input'], cfg['num_cameras']) == ('tfclip', True, 15)
+    clips, cams = _clips(2, 3, seed=5), torch.tensor([14, 0])
+    with torch.no_grad():
+        assert _rel_err(model(clips, cams), released_forward(sd, clips, cams)) <= 1e-5
+    # a file of another camera count says which shapes differ
+    with pytest.raises(Exception, match='cv_embed'):
+        timm.create_model('tfclip_vit_b16.mars', pretrained=True, depth=1, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_camera_ids_are_required_unless_the_mean_fallback_is_asked_for():
+    sd = make_released_state_dict(seed=6, num_cameras=6, layers=1)
+    model = _loaded(sd, depth=1)
+    clips = _clips(2, 2, seed=7)
+    for bad, what in ((None, 'camera id'), (torch.tensor([0, 6]), 'out of range'), (torch.tensor([-1, 0]), 'range'),
+                      (torch.tensor([0.0, 1.0]), 'integer'), (torch.tensor([1]), r'shape \(2,\)')):
+        with pytest.raises(ModelInputError, match=what) as e:
+            model(clips, bad)
+        assert '\n' not in str(e.value)
+    model.camera_fallback = 'mean'
+    with torch.no_grad():
+        got = model(clips)
+        mean = sd['cv_embed'].mean(0, keepdim=True)
+        ref = released_forward({**sd, 'cv_embed': mean}, clips, torch.zeros(2, dtype=torch.long))
+    assert _rel_err(got, ref) <= 1e-5
+    model.camera_fallback = 'median'
+    with pytest.raises(ModelInputError, match="'mean'"):
+        model(clips)
+
+
+def test_a_crop_embeds_as_its_frame_repeated_and_inputs_are_checked():
+    model = timm.create_model('tfclip_vit_b16', depth=1).eval()
+    crops, cams = _clips(1, 2, seed=8)[:, 0], torch.tensor([3])
+    with torch.no_grad():
+        single = model(crops, cams)
+        padded = model(crops[:, None].expand(-1, 8, -1, -1, -1), cams)  # the protocol's padding of one frame
+    assert _rel_err(single, padded) <= 1e-5
+    for x, what in ((torch.zeros(1, 2, 3, 224, 224), '256x128'), (torch.zeros(1, 2, 3, 256, 128, dtype=torch.uint8),
+                    'float'), (torch.zeros(1, 3, 2, 256, 128), 'channels'), (torch.zeros(3, 256, 128), 'clips')):
+        with pytest.raises(ModelInputError, match=what):
+            model(x, torch.tensor([0]))
+
+
+def test_bf16_autocast_and_timm_api():
+    model = timm.create_model('tfclip_vit_b16', depth=1, num_classes=7).eval()
+    clips, cams = _clips(2, 2, seed=9), torch.tensor([1, 4])
+    with torch.no_grad():
+        ref = model.forward_head(model.forward_features(clips, cams), pre_logits=True)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model.forward_head(model.forward_features(clips, cams), pre_logits=True)
+    assert torch.isfinite(low).all()
+    assert nn.functional.cosine_similarity(low.float(), ref).min() > 0.99
+    assert model(clips, cams).shape == (2, 7) and ref.shape == (2, model.num_features) == (2, 2048)
+    model.reset_classifier(0)
+    assert isinstance(model.get_classifier(), nn.Identity)
+    data = timm.data.resolve_data_config({}, model=model)
+    assert data['input_size'] == (3, 256, 128) and data['interpolation'] == 'bilinear'
+    assert data['mean'] == (0.485, 0.456, 0.406)  # the released test transform (its config's 0.5 is unused)
+
+
+def test_zoo_tags_carry_protocol_and_cameras():
+    assert timm.get_pretrained_cfg('tfclip_vit_b16').tag == 'mars'  # the default tag
+    for tag, cams in (('mars', 6), ('lsvid', 15), ('ilidsvid', 2)):
+        cfg = timm.get_pretrained_cfg(f'tfclip_vit_b16.{tag}')
+        assert (cfg.protocol, cfg.camera_input, cfg.num_cameras, cfg.num_classes) == ('tfclip', True, cams, 0)
+        assert cfg.input_size == (3, 256, 128) and cfg.license == 'mit' and cfg.hf_hub_id
+
+
+def test_sinet_convert_makes_a_local_dir_folder(tmp_path, capsys):
+    from sinet_cli.convert import main
+
+    src = tmp_path / 'best_model.pth.tar'
+    sd = save_released_checkpoint(src, seed=10, num_cameras=2, num_classes=150, layers=1)
+    # a one-block ViT stands in for the released 12 (the converter reads the depth from the file)
+    out = tmp_path / 'out'
+    assert main([str(src), str(out), '--dataset', 'ilidsvid']) == 0
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == 'tfclip_vit_b16' and cfg['num_classes'] == 0
+    assert cfg['model_args']['num_cameras'] == 2 and cfg['reid']['num_train_identities'] == 150
+    assert cfg['pretrained_cfg']['protocol'] == 'tfclip' and cfg['reid']['frames_per_clip'] == 8
+    model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    clips, cams = _clips(1, 2, seed=11), torch.tensor([1])
+    with torch.no_grad():
+        assert _rel_err(model(clips, cams), released_forward(sd, clips, cams)) <= 1e-5
+    assert 'tfclip_vit_b16' in capsys.readouterr().out
+
+
+def test_sinet_hub_convert_checks_the_file_against_the_zoo_entry(tmp_path, capsys):
+    from sinet_cli.hub import main
+
+    src = tmp_path / 'best_model.pth.tar'
+    save_released_checkpoint(src, seed=12, num_cameras=2, num_classes=150, layers=1)
+    out = tmp_path / 'ilids'
+    assert main(['convert', 'tfclip_vit_b16.ilidsvid', '--src', str(src), '--out', str(out)]) == 0
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['pretrained_cfg']['tag'] == 'ilidsvid' and cfg['pretrained_cfg']['num_cameras'] == 2
+    assert cfg['reid']['zoo_entry'] == 'tfclip_vit_b16.ilidsvid' and cfg['reid']['protocol_name'] == 'tfclip'
+    assert timm.create_model(f'local-dir:{out}', pretrained=True).num_cameras == 2
+    capsys.readouterr()
+    # MARS's file (6 cameras, 625 identities) under the iLIDS-VID entry: one line, exit 2
+    mars = tmp_path / 'mars.pth.tar'
+    save_released_checkpoint(mars, seed=13, num_cameras=6, num_classes=150, layers=1)
+    assert main(['convert', 'tfclip_vit_b16.ilidsvid', '--src', str(mars), '--out', str(tmp_path / 'x')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '6 camera embeddings, expected 2' in err[0]
