@@ -183,10 +183,18 @@ def test_sinet_convert_makes_a_local_dir_folder(tmp_path, capsys):
     assert cfg['architecture'] == 'tfclip_vit_b16' and cfg['num_classes'] == 0
     assert cfg['model_args']['num_cameras'] == 2 and cfg['reid']['num_train_identities'] == 150
     assert cfg['pretrained_cfg']['protocol'] == 'tfclip' and cfg['reid']['frames_per_clip'] == 8
+    reid = cfg['reid']
+    assert reid['protocol'].startswith('tfclip: every frame') and 'model(x, camids)' in reid['input_layout']
     model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     clips, cams = _clips(1, 2, seed=11), torch.tensor([1])
     with torch.no_grad():
         assert _rel_err(model(clips, cams), released_forward(sd, clips, cams)) <= 1e-5
+    # fine-tuning: a new classifier on the loaded embedding (the strict load lets only the head be missing)
+    tuned = timm.create_model(f'local-dir:{out}', pretrained=True, num_classes=7).eval()
+    with torch.no_grad():
+        assert tuned(clips, cams).shape == (1, 7)
+        assert _rel_err(tuned.forward_head(tuned.forward_features(clips, cams), pre_logits=True),
+                        model(clips, cams)) <= 1e-6
     assert 'tfclip_vit_b16' in capsys.readouterr().out
 
 
