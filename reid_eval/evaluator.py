@@ -365,8 +365,10 @@ def camera_ids_needed(module: nn.Module, options: EvalOptions, camids: Sequence[
         return False
     if bad := [c for c in camids if not (is_int(c) and c >= 0)]:
         raise EvalError(f'camera ids must be integers >= 0, got {bad[:5]!r}')
-    cfg = getattr(module, '_orig_mod', module).pretrained_cfg
-    known = cfg.get('num_cameras')
+    inner = getattr(module, '_orig_mod', module)
+    # the model's own count (a model built with num_cameras=N keeps its tag's cfg), else what its cfg declares
+    own = getattr(inner, 'num_cameras', None)
+    known = own if isinstance(own, int) else inner.pretrained_cfg.get('num_cameras')
     if known is not None and camids and max(camids) >= known:
         raise EvalError(f'{what} has camera ids up to {max(camids)}, but the model has embeddings for {known} '
                         f'cameras (0..{known - 1}), those of the dataset it was trained on: evaluate it on that '

@@ -330,8 +330,9 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], model: torch.nn.Modul
     return '\n'.join(lines)
 
 
-# training heads: a checkpoint may lack them (or hold other sizes) and still load, the head being re-initialised
-HEAD_PREFIXES = ('classifier.', 'projection.')
+# training heads: a checkpoint may lack them (or hold other sizes) and still load, the head being re-initialised;
+# ``head.`` is TF-CLIP's new classifier (``num_classes=N`` on an embedding checkpoint, for fine-tuning)
+HEAD_PREFIXES = ('classifier.', 'projection.', 'head.')
 
 
 def mismatch_summary(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, limit: int = 3,
