@@ -17,6 +17,7 @@ from tfclip_reference import (
 )
 
 from sinet_timm.errors import ModelInputError
+from sinet_timm.export import export_onnx
 from sinet_timm.tfclip import TFCLIP, checkpoint_filter_fn
 
 
@@ -273,3 +274,12 @@ def test_evaluate_the_full_model_by_name_on_synthetic():
     assert with_ids.protocol.startswith('tfclip') and mean.protocol.startswith('tfclip')
     assert with_ids.metrics['mAP'] == pytest.approx(8.15, abs=0.5)
     assert mean.metrics['mAP'] == pytest.approx(30.01, abs=0.5)
+
+
+@pytest.mark.slow  # an ONNX export and check of a one-block ViT with 8 frames: about 30 s
+def test_onnx_export_takes_the_camera_id_as_a_second_input(tmp_path):
+    model = timm.create_model('tfclip_vit_b16', depth=1, num_cameras=6).eval()
+    report = export_onnx(model, tmp_path / 't.onnx', frames=8)
+    assert report.camera_input and json.loads(report.metadata['inputs']) == ['clips', 'camids']
+    assert json.loads(report.metadata['protocol']) == 'tfclip' and json.loads(report.metadata['num_cameras']) == 6
+    assert report.max_abs_diff <= report.tolerance * report.scale
