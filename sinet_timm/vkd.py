@@ -22,7 +22,6 @@ Input ``(B, T, 3, H, W)`` (any T >= 1) or a ``(B, 3, H, W)`` batch of single cro
 the model returns the re-ID embedding ``(B, D)``, the per-frame pre-BN features averaged over the frames, which is
 what the authors test with (``num_classes=0``), or the logits.
 """
-from __future__ import annotations
 
 import re
 from typing import Any
@@ -31,13 +30,14 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function, register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import zoo_pretrained_cfgs
 from .errors import CheckpointError, ModelInputError
-from .framewise import SINetOutput
+from .framewise import train_output
 
 __all__ = ['BAM', 'VKDNet', 'checkpoint_filter_fn', 'infer_arch', 'run_info']
 
@@ -108,6 +108,70 @@ class BAM(nn.Module):
 
 
 # --- the network ----------------------------------------------------------------------------------------------
+class BNNeck(nn.BatchNorm1d):
+    """The BN-neck of the authors' classifier (training only) with its bias fixed at 0, as they train it.
+
+    The bias is a buffer, not a frozen parameter: optimizers, DDP and timm's gradient checks see only what trains,
+    and checkpoints keep their ``bottleneck.bias`` key (the authors' value, zero, loads into it).
+    """
+
+    def __init__(self, num_features: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__(num_features, device=device, dtype=dtype)
+        bias = self.bias.detach()
+        del self.bias
+        self.register_buffer('bias', torch.zeros_like(bias))
+
+
+class FrameInput(nn.Module):
+    """The model's input, checked, as a batch of frames: clips ``(B, T, C, H, W)`` -> ``(B*T, C, H, W)``, crops
+    ``(B, C, H, W)`` as they are. A module so that ``torch.fx`` keeps the shape checks as one leaf and TorchScript
+    compiles them."""
+
+    def __init__(self, in_chans: int, min_side: int):
+        super().__init__()
+        self.in_chans, self.min_side = in_chans, min_side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 and x.dim() != 5:
+            raise ModelInputError(
+                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
+                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
+        if x.shape[-3] != self.in_chans:
+            raise ModelInputError(
+                f'expected {self.in_chans} channels at dim -3 of (B, T, C, H, W) or (B, C, H, W), got shape '
+                f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
+        if not x.is_floating_point():
+            raise ModelInputError(
+                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
+                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
+        if x.dim() == 5 and x.shape[1] == 0:
+            raise ModelInputError(f'a clip needs at least one frame, got shape {list(x.shape)}')
+        if x.shape[-2] < self.min_side or x.shape[-1] < self.min_side:
+            raise ModelInputError(
+                f'{x.shape[-2]}x{x.shape[-1]} frames are too small: frames of at least {self.min_side}x'
+                f'{self.min_side} are needed. Resize frames to 256x128 (timm.data.resolve_data_config gives the '
+                'preprocessing).')
+        return x.flatten(0, 1) if x.dim() == 5 else x
+
+
+def as_clips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Frame-wise outputs ``y`` ``(B*T, ...)`` of input ``x`` as ``(B, T, ...)`` for clips; as they are for crops."""
+    return y.unflatten(0, (x.shape[0], x.shape[1])) if x.dim() == 5 else y
+
+
+def frame_vectors(maps: torch.Tensor) -> torch.Tensor:
+    """Spatial average of per-frame maps: ``(B, T, C, h, w)`` -> ``(B, T, C)``; a crop's ``(B, C, h, w)`` ->
+    ``(B, 1, C)``."""
+    x = maps.mean(dim=(-2, -1))
+    return x if x.dim() == 3 else x.unsqueeze(1)
+
+
+for _fn in (as_clips, frame_vectors):  # shape-dependent branches: leaves for torch.fx
+    register_notrace_function(_fn)
+for _m in (FrameInput, BNNeck):  # leaves for torch.fx, as torch.nn.BatchNorm1d itself is
+    register_notrace_module(_m)
+
+
 # architecture -> (timm backbone, the authors' --backbone name, embedding dim)
 BACKBONES: dict[str, tuple[str, str, int]] = {
     'vkd_r34': ('resnet34', 'resnet34', 512),
@@ -193,8 +257,8 @@ class VKDNet(nn.Module):
                                           in_chans=in_chans, **kwargs)
         self.feature_info = _adapt_backbone(self.backbone, kind, bam)
         self.num_features = self.head_hidden_size = self.backbone.num_features
-        self.bottleneck = nn.BatchNorm1d(self.num_features)  # BN-neck (training only), bias fixed at 0
-        self.bottleneck.bias.requires_grad_(False)
+        self.frames = FrameInput(in_chans, MIN_FRAME_SIDE)
+        self.bottleneck = BNNeck(self.num_features)  # training only
         self.classifier: nn.Module = nn.Identity()
         self.num_classes = 0
         self.reset_classifier(num_classes)
@@ -238,14 +302,12 @@ class VKDNet(nn.Module):
     @torch.jit.ignore
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the model cannot take."""
-        _frames(x, self.in_chans)
+        self.frames(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clips ``(B, T, C, H, W)`` -> per-frame maps ``(B, T, D, h, w)``; crops ``(B, C, H, W)`` -> maps
         ``(B, D, h, w)``."""
-        b, t = (x.shape[0], x.shape[1]) if x.dim() == 5 else (x.shape[0], 0)
-        y = self.backbone.forward_features(_frames(x, self.in_chans))  # frame-wise
-        return y.unflatten(0, (b, t)) if t else y
+        return as_clips(x, self.backbone.forward_features(self.frames(x)))  # the backbone is frame-wise
 
     def forward_intermediates(
             self,
@@ -258,17 +320,14 @@ class VKDNet(nn.Module):
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's intermediate features, the backbone's own taps (``feature_info``), per frame: ``(B, T, C, h, w)``
         for clips, ``(B, C, h, w)`` for crops."""
-        b, t = (x.shape[0], x.shape[1]) if x.dim() == 5 else (x.shape[0], 0)
-        out = self.backbone.forward_intermediates(_frames(x, self.in_chans), indices, norm=norm,
+        out = self.backbone.forward_intermediates(self.frames(x), indices, norm=norm,
                                                   stop_early=stop_early, output_fmt=output_fmt,
                                                   intermediates_only=intermediates_only)
 
-        def clips(y: torch.Tensor) -> torch.Tensor:
-            return y.unflatten(0, (b, t)) if t else y
         if intermediates_only:
-            return [clips(y) for y in out]
+            return [as_clips(x, y) for y in out]
         final, inter = out
-        return clips(final), [clips(y) for y in inter]
+        return as_clips(x, final), [as_clips(x, y) for y in inter]
 
     @torch.jit.ignore
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
@@ -284,9 +343,7 @@ class VKDNet(nn.Module):
         ``pre_logits`` else logits (the embedding when num_classes=0)."""
         if not self.global_pool:
             return x
-        x = x.mean(dim=(-2, -1))
-        if x.dim() == 3:
-            x = x.mean(dim=1)  # the authors' MeanAggregator
+        x = frame_vectors(x).mean(dim=1)  # spatial average, then the authors' MeanAggregator over the frames
         if pre_logits or self.num_classes == 0:
             return x
         x = self.bottleneck(x)
@@ -299,16 +356,13 @@ class VKDNet(nn.Module):
         """Train mode, as the authors train: logits per frame (BN-neck statistics over all frames) averaged over
         the frames, and the pre-BN embedding for the triplet / distillation losses. ``SINetOutput(logits,
         embedding, None)`` for clips, the logits for crops."""
-        maps = self.forward_features(x)
-        frames = maps.mean(dim=(-2, -1))
-        if frames.dim() == 2:
-            frames = frames.unsqueeze(1)
+        frames = frame_vectors(self.forward_features(x))  # (B, T, C)
         emb = frames.mean(dim=1)
         y = self.bottleneck(frames.flatten(0, 1))
         if self.drop_rate > 0.0:
             y = F.dropout(y, p=self.drop_rate)
-        logits = self.classifier(y).unflatten(0, frames.shape[:2]).mean(dim=1)
-        return logits if x.dim() == 4 else SINetOutput(logits, emb, None)
+        logits = self.classifier(y).reshape(frames.shape[0], frames.shape[1], -1).mean(dim=1)
+        return train_output(x, logits, emb, None)
 
     def forward(self, x: torch.Tensor):
         if self.training and not torch.jit.is_scripting():
@@ -322,28 +376,6 @@ def _check_pool(global_pool: str, num_classes: int) -> None:
                          f'{global_pool!r}')
     if global_pool == '' and num_classes > 0:
         raise ValueError("global_pool='' (no head) has no classifier: use num_classes=0")
-
-
-def _frames(x: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Checked input as a batch of frames ``(B*T, C, H, W)``."""
-    if x.dim() not in (4, 5):
-        raise ModelInputError(
-            f'expected clips (B, T, {in_chans}, H, W) or crops (B, {in_chans}, H, W); got a {x.dim()}-D tensor of '
-            f'shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
-    if x.shape[-3] != in_chans:
-        raise ModelInputError(f'expected {in_chans} channels at dim -3 of (B, T, C, H, W) or (B, C, H, W), got shape '
-                              f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
-    if not x.is_floating_point():
-        raise ModelInputError(
-            f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-            f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
-    if x.dim() == 5 and x.shape[1] == 0:
-        raise ModelInputError(f'a clip needs at least one frame, got shape {list(x.shape)}')
-    if min(x.shape[-2:]) < MIN_FRAME_SIDE:
-        raise ModelInputError(f'{x.shape[-2]}x{x.shape[-1]} frames are too small: frames of at least '
-                              f'{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} are needed. Resize frames to 256x128 '
-                              '(timm.data.resolve_data_config gives the preprocessing).')
-    return x.flatten(0, 1) if x.dim() == 5 else x
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------------

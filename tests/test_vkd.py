@@ -7,6 +7,7 @@ import zipfile
 import pytest
 import timm
 import torch
+from timm.models._features_fx import get_graph_node_names
 from vkd_reference import make_released_state_dict, released_forward, released_keys, released_logits
 
 from sinet_cli.convert import main
@@ -255,3 +256,26 @@ def test_zoo_entries_and_their_hub_conversion(distilled_zip, tmp_path):
     assert cfg['source']['member'] == member and cfg['reid']['zoo_entry'] == 'vkd_mbv2.mars'
     with pytest.raises(Exception, match='download it and pass it with --src'):
         hub.convert_entry(yaml_file, tmp_path / 'hub2', log=lambda m: None)
+
+
+def test_bn_neck_bias_is_fixed_and_training_reaches_every_parameter():
+    """The authors keep the BN-neck bias at 0: a buffer (their checkpoint's value loads into it), so every
+    parameter gets a gradient in train mode (timm's backward test, DDP without find_unused_parameters); fx traces
+    the train-mode graph and TorchScript compiles the eval one."""
+    model, sd = _loaded('vkd_r34', seed=4)
+    assert 'bottleneck.bias' in model.state_dict() and 'bottleneck.bias' not in dict(model.named_parameters())
+    assert torch.equal(model.bottleneck.bias, sd['classifier.bottleneck.bias'])
+    model.train()
+    out = model(_clips(2, 2))
+    (out.logits.sum() + out.embedding.sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing and torch.equal(model.bottleneck.bias, sd['classifier.bottleneck.bias'])
+    assert tuple(model(_clips(2, 1)[:, 0]).shape) == (2, 625)  # crops: logits only
+    train_nodes, _ = get_graph_node_names(model)  # timm's fx tracer (what features_only with fx uses)
+    assert 'frames' in train_nodes and 'bottleneck' in train_nodes  # input checks and BN-neck: leaves
+    model.eval()
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        assert _rel_err(scripted(_clips(1, 2)), model(_clips(1, 2))) <= 1e-6
+    with pytest.raises(Exception, match='frames are too small'):
+        scripted(_clips(1, 2, 16, 16))
