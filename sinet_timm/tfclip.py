@@ -240,7 +240,8 @@ class TFCLIP(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r'^image_encoder\.(cls_token|pos_embed|patch_embed|norm_pre)|^cv_embed',
+        # no capturing group in the stem pattern: timm's grouping turns every captured group into a number
+        return dict(stem=r'^image_encoder\.(?:cls_token|pos_embed|patch_embed|norm_pre)|^cv_embed',
                     blocks=[(r'^image_encoder\.blocks\.(\d+)', None), (r'^image_encoder\.norm|^proj|^TMD', (99999,))])
 
     @torch.jit.ignore
