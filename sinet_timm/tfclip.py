@@ -29,7 +29,15 @@ more than 8 frames).
 Input: clips ``(B, T, 3, 256, 128)`` (any T >= 1; the authors test with 8) or crops ``(B, 3, 256, 128)`` (a
 one-frame clip, which embeds exactly as that frame repeated: the protocol's padding), and ``camids`` (B,) camera
 indices in ``0..num_cameras-1``. Without camera ids the model raises :class:`~sinet_timm.errors.ModelInputError`
-unless ``model.camera_fallback = 'mean'`` (then every clip gets the mean of the camera embeddings).
+unless ``model.camera_fallback = 'mean'`` (then every clip gets the mean of the camera embeddings). For tools that
+can only call ``model(x)`` (timm's scripts and test suite), the environment variable ``SINET_TIMM_CAMERA_FALLBACK``
+(:data:`CAMERA_FALLBACK_ENV`) sets the fallback of models created without a ``camera_fallback`` argument: unset or
+empty, camera ids are required; ``mean``, the mean camera embedding; any other value is an error. An explicit
+argument wins: ``camera_fallback=None`` requires ids whatever the environment says (``'none'`` through
+``timm.create_model``, which drops arguments that are None); timm's scripts also take ``--model-kwargs
+camera_fallback=mean``. ``reid_eval`` does not follow the variable: it passes each tracklet's camera
+id, and uses the mean embedding only when its own ``camera_fallback='mean'`` option (``--camera-fallback mean``) is
+given.
 
 Pretrained tags: ``.mars`` (the default), ``.lsvid`` and ``.ilidsvid`` are the authors' checkpoints (zoo files
 ``hub_configs/tfclip_vit_b16.*.yaml``); ``.openai`` is their initialisation, OpenAI's CLIP image tower. Their cfgs
@@ -40,7 +48,9 @@ its losses) is not reproduced here.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from enum import Enum
 from functools import partial
 from typing import Any
 
@@ -61,15 +71,38 @@ from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
 
-__all__ = ['TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock', 'checkpoint_filter_fn', 'infer_arch',
-           'model_kwargs_from_state_dict', 'released_num_classes', 'zoo_cfg_fields']
+__all__ = ['CAMERA_FALLBACK_ENV', 'TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock',
+           'camera_fallback_from_env', 'checkpoint_filter_fn', 'infer_arch', 'model_kwargs_from_state_dict',
+           'released_num_classes', 'zoo_cfg_fields']
 
 BACKBONE = 'vit_base_patch16_clip_quickgelu_224'  # timm's CLIP ViT-B/16 image tower with QuickGELU
 # its architecture (timm's entrypoint of that name), built here at the re-ID frame size
 CLIP_VIT_B16_ARGS: dict[str, Any] = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True,
                                          norm_layer=partial(LayerNorm, eps=1e-5), act_layer='quick_gelu')
 CLIP_LEN = 8  # frames per clip of the released training and test (cfg.INPUT.SEQ_LEN)
-CAMERA_FALLBACKS = (None, 'mean')
+CAMERA_FALLBACKS = (None, 'none', 'mean')  # 'none' is None spelt so that timm.create_model (which drops None) passes it
+# the camera fallback of models created without a camera_fallback argument (for tools that can only call model(x))
+CAMERA_FALLBACK_ENV = 'SINET_TIMM_CAMERA_FALLBACK'
+
+
+class _Unset(Enum):
+    """The default of ``TFCLIP(camera_fallback=...)``: not given, so :data:`CAMERA_FALLBACK_ENV` decides (``None``
+    given explicitly means "camera ids required")."""
+
+    FROM_ENV = 'from the environment'
+
+
+def camera_fallback_from_env() -> str | None:
+    """The camera fallback that ``$SINET_TIMM_CAMERA_FALLBACK`` asks for: ``None`` (unset or empty: camera ids
+    required) or ``'mean'``; any other value is a :class:`~sinet_timm.errors.ModelInputError` naming the variable."""
+    value = os.environ.get(CAMERA_FALLBACK_ENV, '')
+    if value == '':
+        return None
+    if value != 'mean':
+        raise ModelInputError(f"{CAMERA_FALLBACK_ENV}={value!r} is not a camera fallback: leave it unset or empty "
+                              "(TF-CLIP models need camera ids) or set it to 'mean' (without ids, the mean camera "
+                              'embedding)')
+    return value
 # tensors of the released checkpoints that only training uses: identity classifiers, BN necks (the eval embedding
 # is taken before them), the Sequence-Specific Prompt generator
 TRAINING_ONLY_PREFIXES = ('classifier2.', 'classifier_proj.', 'classifier_proj_temp.', 'classifier_proj_temp2.',
@@ -164,7 +197,7 @@ class TFCLIP(nn.Module):
             img_size: tuple[int, int] = (256, 128),
             clip_len: int = CLIP_LEN,
             sie_coe: float = 1.0,
-            camera_fallback: str | None = None,
+            camera_fallback: str | None | _Unset = _Unset.FROM_ENV,
             tmd_layers: int = 1,
             embed_dim: int = 768,
             depth: int = 12,
@@ -184,7 +217,11 @@ class TFCLIP(nn.Module):
             clip_len: frames per clip of the released protocol (8); any T works, this is what it was trained on.
             sie_coe: scale of the camera embedding (the released configs' ``MODEL.SIE_COE``: 1.0).
             camera_fallback: ``None`` (camera ids are required) or ``'mean'`` (without ids, the mean camera
-                embedding); also settable later as ``model.camera_fallback``.
+                embedding); also settable later as ``model.camera_fallback``. When not given,
+                ``$SINET_TIMM_CAMERA_FALLBACK`` decides (unset or empty: ``None``; ``mean``: ``'mean'``; other
+                values are an error), for tools that can only call ``model(x)``; an explicit value, ``None``
+                included, wins over the variable. ``'none'`` is ``None`` (``timm.create_model`` drops arguments
+                that are None, so ``camera_fallback='none'`` is how it requires ids whatever the variable says).
             tmd_layers: TMD blocks (released: 1).
             embed_dim, depth, num_heads: the ViT (released: CLIP ViT-B/16, 768, 12, 12); smaller ones for tests.
             proj_dim: CLIP's projection width (512 for ViT-B/16).
@@ -198,7 +235,11 @@ class TFCLIP(nn.Module):
                              f'global_pool={global_pool!r}')
         if num_cameras < 1:
             raise ValueError(f'num_cameras must be at least 1, got {num_cameras}')
+        if camera_fallback is _Unset.FROM_ENV:
+            camera_fallback = camera_fallback_from_env()
         _check_fallback(camera_fallback)
+        if camera_fallback == 'none':
+            camera_fallback = None
         dd = dict(device=device, dtype=dtype)
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -363,7 +404,8 @@ class TFCLIP(nn.Module):
 
 def _check_fallback(value: Any) -> None:
     if value not in CAMERA_FALLBACKS:
-        raise ModelInputError(f"camera_fallback must be None (camera ids required) or 'mean', got {value!r}")
+        raise ModelInputError(f"camera_fallback must be None or 'none' (camera ids required) or 'mean' (without ids, "
+                              f'the mean camera embedding), got {value!r}')
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------

@@ -16,9 +16,12 @@ from tfclip_reference import (
     save_released_checkpoint,
 )
 
+import reid_eval
+from reid_eval.errors import EvalError
+from reid_eval.synthetic import demo_dataset_root
 from sinet_timm.errors import ModelInputError
 from sinet_timm.export import export_onnx
-from sinet_timm.tfclip import TFCLIP, checkpoint_filter_fn
+from sinet_timm.tfclip import CAMERA_FALLBACK_ENV, TFCLIP, checkpoint_filter_fn
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -132,6 +135,39 @@ def test_camera_ids_are_required_unless_the_mean_fallback_is_asked_for():
     model.camera_fallback = 'median'
     with pytest.raises(ModelInputError, match="'mean'"):
         model(clips)
+
+
+def test_the_camera_fallback_environment_variable_sets_the_default(monkeypatch):
+    """$SINET_TIMM_CAMERA_FALLBACK (for tools that can only call model(x)): read when camera_fallback is not given;
+    unset or empty requires ids, 'mean' is the mean camera, other values are one-line errors naming it; an explicit
+    argument (None included) wins."""
+    assert CAMERA_FALLBACK_ENV == 'SINET_TIMM_CAMERA_FALLBACK'
+    small = dict(depth=1, embed_dim=64, num_heads=2, proj_dim=32)
+    monkeypatch.delenv(CAMERA_FALLBACK_ENV, raising=False)
+    assert TFCLIP(**small).camera_fallback is None
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, '')
+    assert TFCLIP(**small).camera_fallback is None
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, 'mean')
+    sd = make_released_state_dict(seed=6, num_cameras=6, layers=1)
+    model, clips = _loaded(sd, depth=1), _clips(2, 2, seed=7)
+    assert model.camera_fallback == 'mean'
+    with torch.no_grad():
+        got = model(clips)
+        ref = released_forward({**sd, 'cv_embed': sd['cv_embed'].mean(0, keepdim=True)}, clips,
+                               torch.zeros(2, dtype=torch.long))
+        assert _rel_err(got, ref) <= 1e-5
+        assert _rel_err(model(clips, torch.tensor([5, 2])), released_forward(sd, clips, torch.tensor([5, 2]))) <= 1e-5
+    assert TFCLIP(camera_fallback=None, **small).camera_fallback is None
+    # timm.create_model drops arguments that are None: 'none' says the same through it
+    refusing = timm.create_model('tfclip_vit_b16', camera_fallback='none', **small).eval()
+    assert refusing.camera_fallback is None
+    with pytest.raises(ModelInputError, match='needs the camera id'):
+        refusing(clips)
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, 'median')
+    with pytest.raises(ModelInputError, match="SINET_TIMM_CAMERA_FALLBACK='median'.*'mean'") as e:
+        timm.create_model('tfclip_vit_b16', **small)
+    assert '\n' not in str(e.value)
+    assert TFCLIP(camera_fallback='mean', **small).camera_fallback == 'mean'  # not read when given
 
 
 def test_a_crop_embeds_as_its_frame_repeated_and_inputs_are_checked():
@@ -248,9 +284,6 @@ def test_evaluate_synthetic_under_the_tfclip_protocol_with_cameras_and_the_mean_
     """reid_eval runs a TF-CLIP model (a one-block ViT) on the synthetic MARS set (6 cameras) under its own
     protocol: with each tracklet's camera id, and with the mean camera embedding; the rankings differ, so the ids
     reach the model. A model with fewer cameras than the data is refused unless the fallback is asked for."""
-    import reid_eval
-    from reid_eval.errors import EvalError
-
     kw = dict(cache=False, progress=False, workers=0)
     with_ids = reid_eval.evaluate(_small_tfclip(), 'synthetic', **kw)
     mean = reid_eval.evaluate(_small_tfclip(), 'synthetic', camera_fallback='mean', **kw)
@@ -262,12 +295,28 @@ def test_evaluate_synthetic_under_the_tfclip_protocol_with_cameras_and_the_mean_
         reid_eval.evaluate(_small_tfclip(num_cameras=2), 'synthetic', **kw)
 
 
+def test_reid_eval_does_not_follow_the_environment_fallback(monkeypatch):
+    """With $SINET_TIMM_CAMERA_FALLBACK=mean (the model itself would take model(x)), reid_eval still passes camera
+    ids, refuses tracklets without them and data with more cameras than the model has, unless its own
+    camera_fallback='mean' option is given."""
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, 'mean')
+    assert _small_tfclip().camera_fallback == 'mean'
+    data = reid_eval.load_dataset('mars', demo_dataset_root())
+    tracks = [reid_eval.InputTracklet(f't{i}', list(p)[:4]) for i, (p, _, _) in enumerate(data.gallery[:2])]
+    kw = dict(workers=0, progress=False, device='cpu')
+    with pytest.raises(EvalError, match='takes camera ids and 2 of 2 tracklets have none.*--camera-fallback mean'):
+        reid_eval.extract(_small_tfclip(), tracks, **kw)
+    with_ids = reid_eval.extract(_small_tfclip(), tracks, camids=[0, 3], **kw)
+    mean = reid_eval.extract(_small_tfclip(), tracks, camera_fallback='mean', **kw)
+    assert with_ids.shape == mean.shape == (2, 160) and not torch.allclose(with_ids, mean)
+    with pytest.raises(EvalError, match='embeddings for 2 cameras.*--camera-fallback mean'):
+        reid_eval.evaluate(_small_tfclip(num_cameras=2), 'synthetic', cache=False, progress=False, workers=0)
+
+
 @pytest.mark.slow
 def test_evaluate_the_full_model_by_name_on_synthetic():
     """The registered ViT-B/16 by name, random weights (about 4 minutes a run on 2 CPU cores): the measurement
     quoted in the README (seed 0: mAP 8.2 with camera ids, 30.0 with the mean fallback)."""
-    import reid_eval
-
     kw = dict(pretrained=False, seed=0, cache=False, progress=False, workers=0)
     with_ids = reid_eval.evaluate('tfclip_vit_b16', 'synthetic', **kw)
     mean = reid_eval.evaluate('tfclip_vit_b16', 'synthetic', camera_fallback='mean', **kw)
