@@ -39,6 +39,14 @@ camera_fallback=mean``. ``reid_eval`` does not follow the variable: it passes ea
 id, and uses the mean embedding only when its own ``camera_fallback='mean'`` option (``--camera-fallback mean``) is
 given.
 
+timm's split of the forward pass: :meth:`TFCLIP.forward_features` runs everything that needs the frames of a clip
+together (the ViT with the camera, ``ln_post``, the projection, TMD across the clip's frames) and returns per-frame
+embeddings, ``(B, T, 2048)`` for clips and ``(B, 2048)`` for crops, so that its last dimension is
+``num_features``; :meth:`TFCLIP.forward_head` averages them over the frames (the embedding, ``pre_logits``) and
+applies a classifier when there is one. A frame's embedding depends on the other frames of its clip (TMD), so the
+per-frame embeddings of a clip are not those of its frames run alone. The tokens of every ViT block are available
+through :meth:`TFCLIP.forward_intermediates` (timm's ``features_only=True`` builds on it).
+
 Pretrained tags: ``.mars`` (the default), ``.lsvid`` and ``.ilidsvid`` are the authors' checkpoints (zoo files
 ``hub_configs/tfclip_vit_b16.*.yaml``); ``.openai`` is their initialisation, OpenAI's CLIP image tower. Their cfgs
 (:class:`~sinet_timm._pretrained.VideoPretrainedCfg`) say ``protocol='tfclip'``, ``camera_input=True`` and
@@ -360,36 +368,48 @@ class TFCLIP(nn.Module):
         return self.sie_coe * self.cv_embed[camids.to(self.cv_embed.device)]
 
     # --- forward ------------------------------------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
-        """Clips ``(B, T, C, H, W)`` -> every token of every frame after ``ln_post``, ``(B, T, 1 + h*w, D)``;
-        crops ``(B, C, H, W)`` -> ``(B, 1 + h*w, D)``. ``camids`` (B,): each clip's camera."""
-        clips = self.check_input(x)
-        b, t = clips.shape[:2]
-        camera = self.camera_embedding(camids, b).expand(b, -1).repeat_interleave(t, dim=0)  # (B*T, D)
+    def _frame_tokens(self, clips: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """Clips ``(B, T, C, H, W)`` and each clip's camera vector (``(B, D)`` or ``(1, D)``) -> the tokens of every
+        frame after the patch embedding, the camera, the positional embedding and ``ln_pre``: ``(B*T, 1 + h*w, D)``."""
+        b, t = clips.shape[0], clips.shape[1]
+        camera = camera.expand(b, -1).repeat_interleave(t, dim=0)  # (B*T, D): every frame gets its clip's camera
         vit = self.image_encoder
         tokens = vit.patch_embed(clips.flatten(0, 1))  # (B*T, h*w, D)
         # SIE (side information embedding): the camera joins each frame's class token before the positional
         # embedding and ln_pre
         cls = vit.cls_token + camera[:, None, :]
         tokens = vit.pos_drop(torch.cat([cls, tokens], dim=1) + vit.pos_embed)
-        tokens = vit.norm_pre(vit.patch_drop(tokens))
+        return vit.norm_pre(vit.patch_drop(tokens))
+
+    def _frame_embeddings(self, tokens: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """Every token of every frame after ``ln_post``, ``(B*T, L, D)`` -> per-frame embeddings ``(B, T, 2048)``:
+        cat(class token, its CLIP projection, the token mean after Temporal Memory Diffusion over the clip)."""
+        cls = tokens[:, 0]
+        memory = self.TMD(tokens, t).mean(dim=1)  # Temporal Memory Diffusion, then the token mean per frame
+        return torch.cat([cls, self.proj(cls), memory], dim=-1).unflatten(0, (b, t))
+
+    def forward_features(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        """Everything that needs the frames of a clip together: clips ``(B, T, C, H, W)`` -> per-frame embeddings
+        ``(B, T, 2048)`` (class token after ``ln_post``, its CLIP projection, the TMD token mean: TMD mixes the
+        frames of a clip, so a frame's embedding depends on its clip); crops ``(B, C, H, W)`` (one-frame clips)
+        -> ``(B, 2048)``. ``camids`` (B,): each clip's camera. :meth:`forward_head` averages over the frames; the
+        tokens of every block are available through :meth:`forward_intermediates`."""
+        clips = self.check_input(x)
+        b, t = clips.shape[0], clips.shape[1]
+        tokens = self._frame_tokens(clips, self.camera_embedding(camids, b))
+        vit = self.image_encoder
         if self.grad_checkpointing and not torch.jit.is_scripting():
             tokens = checkpoint_seq(vit.blocks, tokens)
         else:
             tokens = vit.blocks(tokens)
-        tokens = vit.norm(tokens).unflatten(0, (b, t))
-        return tokens[:, 0] if x.dim() == 4 else tokens
+        frames = self._frame_embeddings(vit.norm(tokens), b, t)
+        return frames[:, 0] if x.dim() == 4 else frames
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens ``(B, T, L, D)`` (or a crop's ``(B, L, D)``) -> the 2048-d embedding (``pre_logits`` or
-        ``num_classes=0``) or logits: cat(frame-mean class token, its projection, frame-mean TMD token mean)."""
+        """Per-frame embeddings ``(B, T, 2048)`` (or a crop's ``(B, 2048)``) -> the clip embedding, their frame mean
+        (``pre_logits``, or ``num_classes=0``), or a new classifier's logits on it."""
         if x.dim() == 3:
-            x = x.unsqueeze(1)
-        b, t = x.shape[:2]
-        tokens = x.flatten(0, 1)
-        cls = tokens[:, 0]
-        memory = self.TMD(tokens, t).mean(dim=1)  # Temporal Memory Diffusion, then the token mean per frame
-        x = torch.cat([cls, self.proj(cls), memory], dim=-1).unflatten(0, (b, t)).mean(dim=1)
+            x = x.mean(dim=1)
         if pre_logits:
             return x
         if self.drop_rate > 0.0:

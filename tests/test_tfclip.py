@@ -17,8 +17,9 @@ from tfclip_reference import (
 )
 
 import reid_eval
-from reid_eval.errors import EvalError
+from reid_eval.errors import EvalError, VizError
 from reid_eval.synthetic import demo_dataset_root
+from reid_eval.viz import activation_maps
 from sinet_timm.errors import ModelInputError
 from sinet_timm.export import export_onnx
 from sinet_timm.tfclip import CAMERA_FALLBACK_ENV, TFCLIP, checkpoint_filter_fn
@@ -278,6 +279,36 @@ def _small_tfclip(num_cameras: int = 6) -> TFCLIP:
     torch.manual_seed(0)
     return timm.create_model('tfclip_vit_b16', depth=1, embed_dim=64, num_heads=2, proj_dim=32,
                              num_cameras=num_cameras)
+
+
+def test_forward_features_are_per_frame_embeddings_that_forward_head_averages():
+    """timm's split: forward_features gives (B, T, num_features) per-frame embeddings ((B, num_features) for crops),
+    forward_head their frame mean (pre_logits, num_classes=0) or a classifier's logits on it."""
+    model = _small_tfclip().eval()  # embed_dim 64, proj_dim 32: 2 * 64 + 32 = 160 features
+    assert model.num_features == model.head_hidden_size == 160
+    clips, cams = _clips(2, 3, seed=14), torch.tensor([1, 4])
+    with torch.no_grad():
+        frames = model.forward_features(clips, cams)
+        assert frames.shape == (2, 3, 160)
+        emb = model.forward_head(frames, pre_logits=True)
+        torch.testing.assert_close(emb, frames.mean(dim=1), rtol=0, atol=0)
+        torch.testing.assert_close(model(clips, cams), emb, rtol=0, atol=0)
+        crops = model.forward_features(clips[:, 0], cams)  # a crop is a one-frame clip
+        assert crops.shape == (2, 160) and model.forward_head(crops, pre_logits=True).shape == (2, 160)
+        torch.testing.assert_close(crops, model.forward_features(clips[:, :1], cams)[:, 0], rtol=0, atol=0)
+        model.reset_classifier(5)
+        logits = model.forward_head(frames)
+        assert logits.shape == (2, 5)
+        torch.testing.assert_close(logits, model.head(emb), rtol=0, atol=0)
+        torch.testing.assert_close(model(clips, cams), logits, rtol=0, atol=0)
+
+
+def test_viz_cam_says_tfclip_has_no_maps():
+    """sinet-viz cam draws forward_features maps; TF-CLIP's are per-frame embeddings: one clear error."""
+    model = _small_tfclip().eval()
+    model.camera_fallback = 'mean'
+    with pytest.raises(VizError, match=r'TFCLIP gives no per-frame maps .*\(4, 160\)'):
+        activation_maps(model, _clips(1, 4, seed=15))
 
 
 def test_evaluate_synthetic_under_the_tfclip_protocol_with_cameras_and_the_mean_fallback():
