@@ -53,9 +53,10 @@ Pretrained tags: ``.mars`` (the default), ``.lsvid`` and ``.ilidsvid`` are the a
 ``num_cameras``, which ``timm.create_model`` passes to the model unless ``num_cameras`` is given. The model
 returns the embedding (or a new classifier's logits) in train mode too: the paper's training (CLIP-Memory, SSP,
 its losses) is not reproduced here.
-"""
-from __future__ import annotations
 
+No ``from __future__ import annotations`` here: TorchScript reads the annotations of what it compiles, and string
+annotations are unknown types to it.
+"""
 import os
 from collections import OrderedDict
 from enum import Enum
@@ -65,7 +66,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm, QuickGELU, trunc_normal_
+from timm.layers import LayerNorm, QuickGELU, register_notrace_function, register_notrace_module, trunc_normal_
 from timm.models import (
     VisionTransformer,
     checkpoint_seq,
@@ -79,9 +80,9 @@ from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
 
-__all__ = ['CAMERA_FALLBACK_ENV', 'TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock',
-           'camera_fallback_from_env', 'checkpoint_filter_fn', 'infer_arch', 'model_kwargs_from_state_dict',
-           'released_num_classes', 'zoo_cfg_fields']
+__all__ = ['CAMERA_FALLBACK_ENV', 'TFCLIP', 'ClipFrames', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock',
+           'camera_fallback_from_env', 'camera_vectors', 'checkpoint_filter_fn', 'frame_mean', 'infer_arch',
+           'model_kwargs_from_state_dict', 'per_input', 'released_num_classes', 'zoo_cfg_fields']
 
 BACKBONE = 'vit_base_patch16_clip_quickgelu_224'  # timm's CLIP ViT-B/16 image tower with QuickGELU
 # its architecture (timm's entrypoint of that name), built here at the re-ID frame size
@@ -194,8 +195,114 @@ class TemporalMemoryDiffusion(nn.Module):
         return x
 
 
+class ClipFrames(nn.Module):
+    """The model's input, checked and made clips: ``(B, T, C, H, W)`` clips pass (any T >= 1); a ``(B, C, H, W)``
+    batch of crops becomes one-frame clips ``(B, 1, C, H, W)``. Frames must have the size the positional embedding
+    was made for.
+
+    A module of its own so that ``torch.fx`` treats the shape checks as one leaf (they branch on the input's shape)
+    and TorchScript compiles them.
+    """
+
+    def __init__(self, in_chans: int, img_size: tuple[int, int]):
+        super().__init__()
+        self.in_chans = in_chans
+        self.img_size: tuple[int, int] = (int(img_size[0]), int(img_size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.unsqueeze(1)
+        elif x.dim() != 5:
+            raise ModelInputError(
+                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
+                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
+        if x.shape[2] != self.in_chans:
+            raise ModelInputError(f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape '
+                                  f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
+        if not x.is_floating_point():
+            raise ModelInputError(
+                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
+                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
+        if x.shape[1] == 0:
+            raise ModelInputError('a clip needs at least one frame, got T=0')
+        h, w = x.shape[-2], x.shape[-1]
+        if h != self.img_size[0] or w != self.img_size[1]:
+            raise ModelInputError(
+                f'the positional embedding is sized for {self.img_size[0]}x{self.img_size[1]} frames, got {h}x{w}. '
+                f'Resize frames to {self.img_size} (timm.data.resolve_data_config gives the preprocessing) or '
+                f'create the model with img_size=({h}, {w}).')
+        return x
+
+
+def camera_vectors(cv_embed: torch.Tensor, camids: torch.Tensor | None, batch: int, fallback: str | None,
+                   sie_coe: float) -> torch.Tensor:
+    """The vector added to the class tokens of each clip: ``sie_coe * cv_embed[camids]``, ``(B, D)``; without
+    ``camids``, ``sie_coe`` times the mean camera embedding, ``(1, D)``, when ``fallback`` is ``'mean'``, else a
+    :class:`~sinet_timm.errors.ModelInputError`.
+
+    A function of its own so that ``torch.fx`` keeps it as one call (it branches on whether there are camera ids,
+    which tracing cannot see) and TorchScript compiles it; the checks of ``camids`` run outside TorchScript (the
+    range check outside tracing and compiling too, as it reads the values).
+    """
+    num_cameras = cv_embed.shape[0]
+    if camids is None:
+        if not torch.jit.is_scripting():
+            _check_fallback(fallback)
+        if fallback is not None and fallback == 'mean':
+            return sie_coe * cv_embed.mean(dim=0, keepdim=True)
+        raise ModelInputError(
+            f'this TF-CLIP model needs the camera id of each clip: call model(x, camids) with camids a LongTensor '
+            f"of shape ({batch},) in 0..{num_cameras - 1}, or set model.camera_fallback = 'mean' to use the "
+            'mean camera embedding instead (less accurate)')
+    if not torch.jit.is_scripting() and not isinstance(camids, torch.Tensor):
+        camids = torch.as_tensor(camids)
+    if camids.dim() == 0:
+        camids = camids.expand(batch)
+    if not torch.jit.is_scripting():
+        _check_camids(camids, batch, num_cameras)
+    return sie_coe * cv_embed[camids.to(cv_embed.device)]
+
+
+def _check_camids(camids: torch.Tensor, batch: int, num_cameras: int) -> None:
+    if camids.shape != (batch,) or camids.is_floating_point() or camids.dtype == torch.bool or camids.is_complex():
+        raise ModelInputError(f'camids must be an integer tensor of shape ({batch},), one camera id per clip; '
+                              f'got {camids.dtype} of shape {tuple(camids.shape)}')
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and camids.numel() and not camids.is_meta:
+        lo, hi = int(camids.min()), int(camids.max())
+        if lo < 0 or hi >= num_cameras:
+            raise ModelInputError(
+                f'camera id {lo if lo < 0 else hi} is out of range: this model has {num_cameras} camera '
+                f'embeddings (ids 0..{num_cameras - 1}, the training set\'s cameras counted from 0)')
+
+
+def per_input(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """What the model returns per frame, ``(B, T, ...)``, for input ``x``: as it is for clips, the only frame
+    ``(B, ...)`` for a ``(B, C, H, W)`` batch of crops (one-frame clips)."""
+    if x.dim() == 4:
+        return frames[:, 0]
+    return frames
+
+
+def frame_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame embeddings ``(B, T, D)`` -> their mean over the frames, ``(B, D)``; a crop's ``(B, D)`` as it is."""
+    if x.dim() == 3:
+        return x.mean(dim=1)
+    return x
+
+
+for _fn in (camera_vectors, per_input, frame_mean):  # branch on the input (its shape, or whether ids were given)
+    register_notrace_function(_fn)
+register_notrace_module(ClipFrames)
+
+
 class TFCLIP(nn.Module):
-    """CLIP ViT-B/16 with camera embeddings and Temporal Memory Diffusion; the released TF-CLIP at test time."""
+    """CLIP ViT-B/16 with camera embeddings and Temporal Memory Diffusion; the released TF-CLIP at test time.
+
+    ``torch.fx`` (timm's tracer, which keeps :class:`ClipFrames` and the shape-dependent helpers as leaves) and
+    TorchScript (inference) work; the fallback for calls without camera ids is read when the graph is made.
+    """
+
+    camera_fallback: str | None  # the attribute's type for TorchScript (None or 'mean')
 
     def __init__(
             self,
@@ -259,6 +366,7 @@ class TFCLIP(nn.Module):
         self.drop_rate = drop_rate
         self.global_pool = global_pool
         self.grad_checkpointing = False
+        self.to_clips = ClipFrames(in_chans, self.img_size)
         self.embed_dim = embed_dim
         self.proj_dim = proj_dim
         self.tmd_layers = tmd_layers
@@ -316,56 +424,11 @@ class TFCLIP(nn.Module):
     @torch.jit.ignore
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as clips ``(B, T, C, H, W)`` (a crop batch becomes one-frame clips), or a clear error."""
-        if x.dim() == 4:
-            x = x.unsqueeze(1)
-        elif x.dim() != 5:
-            raise ModelInputError(
-                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
-                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
-        if x.shape[2] != self.in_chans:
-            raise ModelInputError(f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape '
-                                  f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if not x.is_floating_point():
-            raise ModelInputError(
-                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
-        if x.shape[1] == 0:
-            raise ModelInputError('a clip needs at least one frame, got T=0')
-        if tuple(x.shape[-2:]) != self.img_size:
-            h, w = x.shape[-2:]
-            raise ModelInputError(
-                f'the positional embedding is sized for {self.img_size[0]}x{self.img_size[1]} frames, got {h}x{w}. '
-                f'Resize frames to {self.img_size} (timm.data.resolve_data_config gives the preprocessing) or '
-                f'create the model with img_size=({h}, {w}).')
-        return x
+        return self.to_clips(x)
 
     def camera_embedding(self, camids: torch.Tensor | None, batch: int) -> torch.Tensor:
         """The vector added to the class tokens of each clip: ``(B, C)``, or ``(1, C)`` for the mean fallback."""
-        if camids is None:
-            fallback = self.camera_fallback
-            _check_fallback(fallback)
-            if fallback == 'mean':
-                return self.sie_coe * self.cv_embed.mean(dim=0, keepdim=True)
-            raise ModelInputError(
-                f'this TF-CLIP model needs the camera id of each clip: call model(x, camids) with camids a LongTensor '
-                f"of shape ({batch},) in 0..{self.num_cameras - 1}, or set model.camera_fallback = 'mean' to use the "
-                'mean camera embedding instead (less accurate)')
-        if not isinstance(camids, torch.Tensor):
-            camids = torch.as_tensor(camids)
-        if camids.dim() == 0:
-            camids = camids.expand(batch)
-        if camids.shape != (batch,) or camids.is_floating_point() or camids.dtype == torch.bool \
-                or camids.is_complex():
-            raise ModelInputError(f'camids must be an integer tensor of shape ({batch},), one camera id per clip; '
-                                  f'got {camids.dtype} of shape {tuple(camids.shape)}')
-        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()) \
-                and camids.numel() and not camids.is_meta:
-            lo, hi = int(camids.min()), int(camids.max())
-            if lo < 0 or hi >= self.num_cameras:
-                raise ModelInputError(
-                    f'camera id {lo if lo < 0 else hi} is out of range: this model has {self.num_cameras} camera '
-                    f'embeddings (ids 0..{self.num_cameras - 1}, the training set\'s cameras counted from 0)')
-        return self.sie_coe * self.cv_embed[camids.to(self.cv_embed.device)]
+        return camera_vectors(self.cv_embed, camids, batch, self.camera_fallback, self.sie_coe)
 
     # --- forward ------------------------------------------------------------------------------------------
     def _frame_tokens(self, clips: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
@@ -373,13 +436,12 @@ class TFCLIP(nn.Module):
         frame after the patch embedding, the camera, the positional embedding and ``ln_pre``: ``(B*T, 1 + h*w, D)``."""
         b, t = clips.shape[0], clips.shape[1]
         camera = camera.expand(b, -1).repeat_interleave(t, dim=0)  # (B*T, D): every frame gets its clip's camera
-        vit = self.image_encoder
-        tokens = vit.patch_embed(clips.flatten(0, 1))  # (B*T, h*w, D)
+        tokens = self.image_encoder.patch_embed(clips.flatten(0, 1))  # (B*T, h*w, D)
         # SIE (side information embedding): the camera joins each frame's class token before the positional
         # embedding and ln_pre
-        cls = vit.cls_token + camera[:, None, :]
-        tokens = vit.pos_drop(torch.cat([cls, tokens], dim=1) + vit.pos_embed)
-        return vit.norm_pre(vit.patch_drop(tokens))
+        cls = self.image_encoder.cls_token + camera[:, None, :]
+        tokens = self.image_encoder.pos_drop(torch.cat([cls, tokens], dim=1) + self.image_encoder.pos_embed)
+        return self.image_encoder.norm_pre(self.image_encoder.patch_drop(tokens))
 
     def _frame_embeddings(self, tokens: torch.Tensor, b: int, t: int) -> torch.Tensor:
         """Every token of every frame after ``ln_post``, ``(B*T, L, D)`` -> per-frame embeddings ``(B, T, 2048)``:
@@ -394,22 +456,19 @@ class TFCLIP(nn.Module):
         frames of a clip, so a frame's embedding depends on its clip); crops ``(B, C, H, W)`` (one-frame clips)
         -> ``(B, 2048)``. ``camids`` (B,): each clip's camera. :meth:`forward_head` averages over the frames; the
         tokens of every block are available through :meth:`forward_intermediates`."""
-        clips = self.check_input(x)
+        clips = self.to_clips(x)
         b, t = clips.shape[0], clips.shape[1]
         tokens = self._frame_tokens(clips, self.camera_embedding(camids, b))
-        vit = self.image_encoder
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            tokens = checkpoint_seq(vit.blocks, tokens)
+            tokens = checkpoint_seq(self.image_encoder.blocks, tokens)
         else:
-            tokens = vit.blocks(tokens)
-        frames = self._frame_embeddings(vit.norm(tokens), b, t)
-        return frames[:, 0] if x.dim() == 4 else frames
+            tokens = self.image_encoder.blocks(tokens)
+        return per_input(x, self._frame_embeddings(self.image_encoder.norm(tokens), b, t))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Per-frame embeddings ``(B, T, 2048)`` (or a crop's ``(B, 2048)``) -> the clip embedding, their frame mean
         (``pre_logits``, or ``num_classes=0``), or a new classifier's logits on it."""
-        if x.dim() == 3:
-            x = x.mean(dim=1)
+        x = frame_mean(x)
         if pre_logits:
             return x
         if self.drop_rate > 0.0:

@@ -15,6 +15,7 @@ from tfclip_reference import (
     released_forward,
     save_released_checkpoint,
 )
+from timm.layers import create_feature_extractor, get_graph_node_names, set_scriptable
 
 import reid_eval
 from reid_eval.errors import EvalError, VizError
@@ -301,6 +302,45 @@ def test_forward_features_are_per_frame_embeddings_that_forward_head_averages():
         assert logits.shape == (2, 5)
         torch.testing.assert_close(logits, model.head(emb), rtol=0, atol=0)
         torch.testing.assert_close(model(clips, cams), logits, rtol=0, atol=0)
+
+
+def _fx(model: nn.Module) -> nn.Module:
+    """The model traced as timm's tests trace it (timm's leaf modules and functions), returning its output."""
+    train_nodes, eval_nodes = get_graph_node_names(model)
+    assert train_nodes[-1] == eval_nodes[-1]
+    return create_feature_extractor(model, [eval_nodes[-1]])
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+def test_torch_fx_and_torchscript_compute_what_eager_does():
+    """torch.fx (the input checks and the camera lookup are leaves) and TorchScript, for clips and crops, with camera
+    ids, without (the fallback is read when the graph is made) and refusing; fx backward reaches every parameter."""
+    with set_scriptable(True):
+        model = _small_tfclip().eval()
+    clips, cams = _clips(2, 3, seed=16), torch.tensor([1, 4])
+    crops = clips[:, 0]
+    traced = _fx(model)
+    scripted = torch.jit.script(model)
+    scripted_fx = torch.jit.script(_fx(model))
+    with torch.no_grad():
+        for args in ((clips, cams), (crops, cams)):
+            ref = model(*args)
+            for got in (next(iter(traced(*args).values())), scripted(*args), next(iter(scripted_fx(*args).values()))):
+                torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+        with pytest.raises(Exception, match='needs the camera id of each clip'):
+            scripted(clips)
+        with pytest.raises(ModelInputError, match='needs the camera id of each clip'):
+            traced(clips)
+        model.camera_fallback = 'mean'
+        mean = model(clips)
+        torch.testing.assert_close(next(iter(_fx(model)(clips).values())), mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(torch.jit.script(model)(clips), mean, rtol=1e-6, atol=1e-6)
+    with pytest.raises(Exception, match='out of range'):  # eager checks still run in the traced graph
+        traced(clips, torch.tensor([0, 6]))
+    model.reset_classifier(3)
+    train = _fx(model.train()).train()
+    next(iter(train(clips).values())).mean().backward()
+    assert [n for n, p in train.named_parameters() if p.grad is None] == []
 
 
 def test_viz_cam_says_tfclip_has_no_maps():
