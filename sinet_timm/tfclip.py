@@ -69,11 +69,13 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm, QuickGELU, register_notrace_function, register_notrace_module, trunc_normal_
 from timm.models import (
     VisionTransformer,
+    checkpoint,
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
     resolve_pretrained_cfg,
 )
+from timm.models._features import feature_take_indices
 
 from ._builder import create_video_model
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
@@ -376,6 +378,10 @@ class TFCLIP(nn.Module):
         vit_args = dict(CLIP_VIT_B16_ARGS, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
         self.image_encoder = VisionTransformer(img_size=self.img_size, in_chans=in_chans, num_classes=0,
                                                drop_path_rate=drop_path_rate, **vit_args, **dd)
+        # timm's features: the tokens after each ViT block (as timm's ViT lists them), maps at 1/16 of the frame
+        reduction = self.image_encoder.patch_embed.feat_ratio()
+        self.feature_info = [dict(module=f'image_encoder.blocks.{i}', num_chs=embed_dim, reduction=reduction)
+                             for i in range(depth)]
         self.proj = nn.Linear(embed_dim, proj_dim, bias=False, **dd)  # CLIP's visual projection
         nn.init.normal_(self.proj.weight, std=embed_dim ** -0.5)
         self.cv_embed = nn.Parameter(torch.zeros(num_cameras, embed_dim, **dd))  # side information embedding
@@ -464,6 +470,71 @@ class TFCLIP(nn.Module):
         else:
             tokens = self.image_encoder.blocks(tokens)
         return per_input(x, self._frame_embeddings(self.image_encoder.norm(tokens), b, t))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+            *,
+            camids: torch.Tensor | None = None,
+    ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """timm's intermediate features: the patch tokens after ViT blocks (``indices``: the last n if an int, all
+        if None, else those listed), with timm's ViT arguments.
+
+        The camera embedding joins the class tokens exactly as in ``forward`` (``camids`` (B,), keyword-only; without
+        them, the model's ``camera_fallback``). Each feature is per frame: ``(B, T, C, h, w)`` for clips and
+        ``(B, C, h, w)`` for crops with ``output_fmt='NCHW'``, ``(B, T, h*w, C)`` / ``(B, h*w, C)`` with ``'NLC'``;
+        ``norm`` applies ``ln_post`` to each, ``return_prefix_tokens`` pairs each with its class tokens
+        (``(B, T, 1, C)`` / ``(B, 1, C)``), ``stop_early`` skips the blocks after the last one wanted. The
+        blocks see each frame on its own (only TMD mixes the frames of a clip). Unless ``intermediates_only``,
+        the first item returned is what ``forward_features`` returns, from the last block run.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        vit = self.image_encoder
+        take_indices, max_index = feature_take_indices(len(vit.blocks), indices)
+        clips = self.to_clips(x)
+        b, t = clips.shape[0], clips.shape[1]
+        tokens = self._frame_tokens(clips, self.camera_embedding(camids, b))
+        blocks = vit.blocks if torch.jit.is_scripting() or not stop_early else vit.blocks[:max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                tokens = checkpoint(block, tokens)
+            else:
+                tokens = block(tokens)
+            if i in take_indices:
+                intermediates.append(vit.norm(tokens) if norm else tokens)
+        prefix = [per_input(x, y[:, :vit.num_prefix_tokens].unflatten(0, (b, t))) for y in intermediates]
+        patches = [y[:, vit.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            h, w = vit.patch_embed.grid_size
+            patches = [y.reshape(b * t, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in patches]
+        features: list[Any] = [per_input(x, y.unflatten(0, (b, t))) for y in patches]
+        if return_prefix_tokens:
+            features = list(zip(features, prefix, strict=True))
+        if intermediates_only:
+            return features
+        return per_input(x, self._frame_embeddings(vit.norm(tokens), b, t)), features
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the ViT blocks after the last intermediate feature wanted (timm's ``features_only`` uses this),
+        ``ln_post`` with ``prune_norm`` and the classifier with ``prune_head``. TMD and the projection stay (the
+        final output of :meth:`forward_intermediates` uses them)."""
+        take_indices, max_index = feature_take_indices(len(self.image_encoder.blocks), indices)
+        self.image_encoder.blocks = self.image_encoder.blocks[:max_index + 1]
+        if prune_norm:
+            self.image_encoder.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Per-frame embeddings ``(B, T, 2048)`` (or a crop's ``(B, 2048)``) -> the clip embedding, their frame mean
@@ -662,4 +733,7 @@ def tfclip_vit_b16(pretrained: bool = False, **kwargs) -> TFCLIP:
         cfg = resolve_pretrained_cfg('tfclip_vit_b16', kwargs['pretrained_cfg'], kwargs.get('pretrained_cfg_overlay'))
         if getattr(cfg, 'num_cameras', None):
             kwargs['num_cameras'] = int(cfg.num_cameras)
-    return create_video_model(TFCLIP, 'tfclip_vit_b16', pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+    # features_only: the last three blocks by default, as timm's ViTs
+    feature_cfg = dict(out_indices=min(3, int(kwargs.get('depth', 12))))
+    return create_video_model(TFCLIP, 'tfclip_vit_b16', pretrained, filter_fn=checkpoint_filter_fn,
+                              feature_cfg=feature_cfg, **kwargs)

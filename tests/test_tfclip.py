@@ -304,6 +304,62 @@ def test_forward_features_are_per_frame_embeddings_that_forward_head_averages():
         torch.testing.assert_close(model(clips, cams), logits, rtol=0, atol=0)
 
 
+def test_forward_intermediates_and_features_only():
+    """timm's features API over the ViT blocks: per-frame maps (NCHW) or tokens (NLC) with the camera applied as in
+    forward; the last block's tokens after ln_post are the ones forward reads; features_only wraps it."""
+    small = dict(depth=3, embed_dim=64, num_heads=2, proj_dim=32)
+    torch.manual_seed(0)
+    model = timm.create_model('tfclip_vit_b16', **small).eval()
+    assert [f['module'] for f in model.feature_info] == [f'image_encoder.blocks.{i}' for i in range(3)]
+    assert {(f['num_chs'], f['reduction']) for f in model.feature_info} == {(64, 16)}
+    clips, cams = _clips(2, 3, seed=17), torch.tensor([0, 5])
+    seen = []
+    hook = model.image_encoder.norm.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(clips, cams)
+        hook.remove()
+        tokens = seen[0].unflatten(0, (2, 3))  # (B, T, 1 + 16*8, C): the forward path's tokens after ln_post
+        final, maps = model.forward_intermediates(clips, camids=cams)
+        torch.testing.assert_close(final, model.forward_features(clips, cams), rtol=0, atol=0)
+        assert [m.shape for m in maps] == [(2, 3, 64, 16, 8)] * 3
+        (last, cls), = model.forward_intermediates(clips, [-1], True, True, output_fmt='NLC', intermediates_only=True,
+                                                    camids=cams)
+        torch.testing.assert_close(last, tokens[:, :, 1:], rtol=0, atol=0)
+        torch.testing.assert_close(cls, tokens[:, :, :1], rtol=0, atol=0)
+        normed = model.forward_intermediates(clips, 1, norm=True, intermediates_only=True, camids=cams)[0]
+        as_maps = tokens[:, :, 1:].unflatten(2, (16, 8)).permute(0, 1, 4, 2, 3)  # (B, T, C, h, w)
+        torch.testing.assert_close(normed, as_maps, rtol=0, atol=0)
+        early = model.forward_intermediates(clips, [0], stop_early=True, intermediates_only=True, camids=cams)
+        torch.testing.assert_close(early[0], maps[0], rtol=0, atol=0)
+        other = model.forward_intermediates(clips, [0], intermediates_only=True, camids=torch.tensor([1, 5]))
+        assert not torch.allclose(other[0][0], maps[0][0]) and torch.equal(other[0][1], maps[0][1])
+        crop_final, crop_maps = model.forward_intermediates(clips[:, 0], camids=cams)
+        assert crop_final.shape == (2, 160) and [m.shape for m in crop_maps] == [(2, 64, 16, 8)] * 3
+        torch.testing.assert_close(crop_maps[-1], model.forward_intermediates(clips[:, :1], camids=cams)[1][-1][:, 0],
+                                   rtol=0, atol=0)
+    with pytest.raises(ModelInputError, match='needs the camera id'):
+        model.forward_intermediates(clips)
+    with pytest.raises(ValueError, match="'NCHW' or 'NLC'"):
+        model.forward_intermediates(clips, output_fmt='NHWC', camids=cams)
+    # features_only: timm's FeatureGetterNet; the blocks after the last tap, ln_post and the classifier are pruned
+    torch.manual_seed(0)
+    features = timm.create_model('tfclip_vit_b16', features_only=True, out_indices=(0, 1), camera_fallback='mean',
+                                 num_classes=5, **small).eval()
+    assert features.feature_info.channels() == [64, 64] and features.feature_info.reduction() == [16, 16]
+    pruned = features.model
+    assert len(pruned.image_encoder.blocks) == 2 and isinstance(pruned.image_encoder.norm, nn.Identity)
+    assert pruned.num_classes == 0
+    model.camera_fallback = 'mean'
+    with torch.no_grad():
+        got = features(clips[:, 0])
+        want = model.forward_intermediates(clips[:, 0], (0, 1), intermediates_only=True)
+    assert [g.shape for g in got] == [(2, 64, 16, 8)] * 2
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    default = timm.create_model('tfclip_vit_b16', features_only=True, device='meta')  # the last 3 blocks, as ViTs
+    assert default.feature_info.module_name() == [f'image_encoder.blocks.{i}' for i in (9, 10, 11)]
+
+
 def _fx(model: nn.Module) -> nn.Module:
     """The model traced as timm's tests trace it (timm's leaf modules and functions), returning its output."""
     train_nodes, eval_nodes = get_graph_node_names(model)
