@@ -98,6 +98,10 @@ def activation_maps(model: torch.nn.Module, clip: torch.Tensor, reduce: str = 'm
     ``forward_features``."""
     with torch.inference_mode():
         maps = model.forward_features(clip)[0].float()  # (T, C, h, w)
+    if maps.dim() != 4:  # e.g. TF-CLIP, whose forward_features are per-frame embeddings (B, T, D)
+        raise VizError(f'{type(model).__name__} gives no per-frame maps (its forward_features are '
+                       f'{tuple(maps.shape)} per clip, not (T, C, h, w)): cam draws the activation maps of the SINet '
+                       'family and other map models')
     if reduce == 'mean':
         return maps.mean(dim=1)
     if reduce == 'norm':

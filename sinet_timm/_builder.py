@@ -48,14 +48,16 @@ FilterFn = Callable[[dict[str, Any], nn.Module], dict[str, Any]]
 
 
 def create_video_model(cls: type[nn.Module], variant: str, pretrained: bool = False,
-                       filter_fn: FilterFn = checkpoint_filter_fn, **kwargs: Any) -> nn.Module:
+                       filter_fn: FilterFn = checkpoint_filter_fn, feature_cfg: dict[str, Any] | None = None,
+                       **kwargs: Any) -> nn.Module:
     """``build_model_with_cfg`` for a video re-ID family, with the errors described in the module docstring.
 
     ``filter_fn`` is the family's checkpoint converter (default: the SINet families' frame-wise ResNet-50 one).
+    ``feature_cfg``: the family's ``features_only`` defaults (e.g. ``out_indices``), over the getter wrapper.
     """
     # features_only: timm's FeatureGetterNet over forward_intermediates (the stages of a clip must run together,
-    # so the generic per-module wrapper would not do); stem + 4 stages
-    feature_cfg = dict(feature_cls='getter') if kwargs.get('features_only') else None
+    # so the generic per-module wrapper would not do); by default timm's out_indices (0-4: stem + 4 stages here)
+    feature_cfg = dict(feature_cls='getter', **(feature_cfg or {})) if kwargs.get('features_only') else None
     file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
     cfg = kwargs.get('pretrained_cfg')  # a local-dir: name arrives as a cfg with the folder as its file
     local = file or (cfg.get('file') if isinstance(cfg, dict) else getattr(cfg, 'file', None))

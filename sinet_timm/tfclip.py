@@ -29,7 +29,23 @@ more than 8 frames).
 Input: clips ``(B, T, 3, 256, 128)`` (any T >= 1; the authors test with 8) or crops ``(B, 3, 256, 128)`` (a
 one-frame clip, which embeds exactly as that frame repeated: the protocol's padding), and ``camids`` (B,) camera
 indices in ``0..num_cameras-1``. Without camera ids the model raises :class:`~sinet_timm.errors.ModelInputError`
-unless ``model.camera_fallback = 'mean'`` (then every clip gets the mean of the camera embeddings).
+unless ``model.camera_fallback = 'mean'`` (then every clip gets the mean of the camera embeddings). For tools that
+can only call ``model(x)`` (timm's scripts and test suite), the environment variable ``SINET_TIMM_CAMERA_FALLBACK``
+(:data:`CAMERA_FALLBACK_ENV`) sets the fallback of models created without a ``camera_fallback`` argument: unset or
+empty, camera ids are required; ``mean``, the mean camera embedding; any other value is an error. An explicit
+argument wins: ``camera_fallback=None`` requires ids whatever the environment says (``'none'`` through
+``timm.create_model``, which drops arguments that are None); timm's scripts also take ``--model-kwargs
+camera_fallback=mean``. ``reid_eval`` does not follow the variable: it passes each tracklet's camera
+id, and uses the mean embedding only when its own ``camera_fallback='mean'`` option (``--camera-fallback mean``) is
+given.
+
+timm's split of the forward pass: :meth:`TFCLIP.forward_features` runs everything that needs the frames of a clip
+together (the ViT with the camera, ``ln_post``, the projection, TMD across the clip's frames) and returns per-frame
+embeddings, ``(B, T, 2048)`` for clips and ``(B, 2048)`` for crops, so that its last dimension is
+``num_features``; :meth:`TFCLIP.forward_head` averages them over the frames (the embedding, ``pre_logits``) and
+applies a classifier when there is one. A frame's embedding depends on the other frames of its clip (TMD), so the
+per-frame embeddings of a clip are not those of its frames run alone. The tokens of every ViT block are available
+through :meth:`TFCLIP.forward_intermediates` (timm's ``features_only=True`` builds on it).
 
 Pretrained tags: ``.mars`` (the default), ``.lsvid`` and ``.ilidsvid`` are the authors' checkpoints (zoo files
 ``hub_configs/tfclip_vit_b16.*.yaml``); ``.openai`` is their initialisation, OpenAI's CLIP image tower. Their cfgs
@@ -37,39 +53,67 @@ Pretrained tags: ``.mars`` (the default), ``.lsvid`` and ``.ilidsvid`` are the a
 ``num_cameras``, which ``timm.create_model`` passes to the model unless ``num_cameras`` is given. The model
 returns the embedding (or a new classifier's logits) in train mode too: the paper's training (CLIP-Memory, SSP,
 its losses) is not reproduced here.
-"""
-from __future__ import annotations
 
+No ``from __future__ import annotations`` here: TorchScript reads the annotations of what it compiles, and string
+annotations are unknown types to it.
+"""
+import os
 from collections import OrderedDict
+from enum import Enum
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm, QuickGELU, trunc_normal_
+from timm.layers import LayerNorm, QuickGELU, register_notrace_function, register_notrace_module, trunc_normal_
 from timm.models import (
     VisionTransformer,
+    checkpoint,
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
     resolve_pretrained_cfg,
 )
+from timm.models._features import feature_take_indices
 
 from ._builder import create_video_model
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
 
-__all__ = ['TFCLIP', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock', 'checkpoint_filter_fn', 'infer_arch',
-           'model_kwargs_from_state_dict', 'released_num_classes', 'zoo_cfg_fields']
+__all__ = ['CAMERA_FALLBACK_ENV', 'TFCLIP', 'ClipFrames', 'TemporalMemoryDiffusion', 'TemporalMemoryDiffusionBlock',
+           'camera_fallback_from_env', 'camera_vectors', 'checkpoint_filter_fn', 'frame_mean', 'infer_arch',
+           'model_kwargs_from_state_dict', 'per_input', 'released_num_classes', 'zoo_cfg_fields']
 
 BACKBONE = 'vit_base_patch16_clip_quickgelu_224'  # timm's CLIP ViT-B/16 image tower with QuickGELU
 # its architecture (timm's entrypoint of that name), built here at the re-ID frame size
 CLIP_VIT_B16_ARGS: dict[str, Any] = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True,
                                          norm_layer=partial(LayerNorm, eps=1e-5), act_layer='quick_gelu')
 CLIP_LEN = 8  # frames per clip of the released training and test (cfg.INPUT.SEQ_LEN)
-CAMERA_FALLBACKS = (None, 'mean')
+CAMERA_FALLBACKS = (None, 'none', 'mean')  # 'none' is None spelt so that timm.create_model (which drops None) passes it
+# the camera fallback of models created without a camera_fallback argument (for tools that can only call model(x))
+CAMERA_FALLBACK_ENV = 'SINET_TIMM_CAMERA_FALLBACK'
+
+
+class _Unset(Enum):
+    """The default of ``TFCLIP(camera_fallback=...)``: not given, so :data:`CAMERA_FALLBACK_ENV` decides (``None``
+    given explicitly means "camera ids required")."""
+
+    FROM_ENV = 'from the environment'
+
+
+def camera_fallback_from_env() -> str | None:
+    """The camera fallback that ``$SINET_TIMM_CAMERA_FALLBACK`` asks for: ``None`` (unset or empty: camera ids
+    required) or ``'mean'``; any other value is a :class:`~sinet_timm.errors.ModelInputError` naming the variable."""
+    value = os.environ.get(CAMERA_FALLBACK_ENV, '')
+    if value == '':
+        return None
+    if value != 'mean':
+        raise ModelInputError(f"{CAMERA_FALLBACK_ENV}={value!r} is not a camera fallback: leave it unset or empty "
+                              "(TF-CLIP models need camera ids) or set it to 'mean' (without ids, the mean camera "
+                              'embedding)')
+    return value
 # tensors of the released checkpoints that only training uses: identity classifiers, BN necks (the eval embedding
 # is taken before them), the Sequence-Specific Prompt generator
 TRAINING_ONLY_PREFIXES = ('classifier2.', 'classifier_proj.', 'classifier_proj_temp.', 'classifier_proj_temp2.',
@@ -153,8 +197,114 @@ class TemporalMemoryDiffusion(nn.Module):
         return x
 
 
+class ClipFrames(nn.Module):
+    """The model's input, checked and made clips: ``(B, T, C, H, W)`` clips pass (any T >= 1); a ``(B, C, H, W)``
+    batch of crops becomes one-frame clips ``(B, 1, C, H, W)``. Frames must have the size the positional embedding
+    was made for.
+
+    A module of its own so that ``torch.fx`` treats the shape checks as one leaf (they branch on the input's shape)
+    and TorchScript compiles them.
+    """
+
+    def __init__(self, in_chans: int, img_size: tuple[int, int]):
+        super().__init__()
+        self.in_chans = in_chans
+        self.img_size: tuple[int, int] = (int(img_size[0]), int(img_size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.unsqueeze(1)
+        elif x.dim() != 5:
+            raise ModelInputError(
+                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
+                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
+        if x.shape[2] != self.in_chans:
+            raise ModelInputError(f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape '
+                                  f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
+        if not x.is_floating_point():
+            raise ModelInputError(
+                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
+                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
+        if x.shape[1] == 0:
+            raise ModelInputError('a clip needs at least one frame, got T=0')
+        h, w = x.shape[-2], x.shape[-1]
+        if h != self.img_size[0] or w != self.img_size[1]:
+            raise ModelInputError(
+                f'the positional embedding is sized for {self.img_size[0]}x{self.img_size[1]} frames, got {h}x{w}. '
+                f'Resize frames to {self.img_size} (timm.data.resolve_data_config gives the preprocessing) or '
+                f'create the model with img_size=({h}, {w}).')
+        return x
+
+
+def camera_vectors(cv_embed: torch.Tensor, camids: torch.Tensor | None, batch: int, fallback: str | None,
+                   sie_coe: float) -> torch.Tensor:
+    """The vector added to the class tokens of each clip: ``sie_coe * cv_embed[camids]``, ``(B, D)``; without
+    ``camids``, ``sie_coe`` times the mean camera embedding, ``(1, D)``, when ``fallback`` is ``'mean'``, else a
+    :class:`~sinet_timm.errors.ModelInputError`.
+
+    A function of its own so that ``torch.fx`` keeps it as one call (it branches on whether there are camera ids,
+    which tracing cannot see) and TorchScript compiles it; the checks of ``camids`` run outside TorchScript (the
+    range check outside tracing and compiling too, as it reads the values).
+    """
+    num_cameras = cv_embed.shape[0]
+    if camids is None:
+        if not torch.jit.is_scripting():
+            _check_fallback(fallback)
+        if fallback is not None and fallback == 'mean':
+            return sie_coe * cv_embed.mean(dim=0, keepdim=True)
+        raise ModelInputError(
+            f'this TF-CLIP model needs the camera id of each clip: call model(x, camids) with camids a LongTensor '
+            f"of shape ({batch},) in 0..{num_cameras - 1}, or set model.camera_fallback = 'mean' to use the "
+            'mean camera embedding instead (less accurate)')
+    if not torch.jit.is_scripting() and not isinstance(camids, torch.Tensor):
+        camids = torch.as_tensor(camids)
+    if camids.dim() == 0:
+        camids = camids.expand(batch)
+    if not torch.jit.is_scripting():
+        _check_camids(camids, batch, num_cameras)
+    return sie_coe * cv_embed[camids.to(cv_embed.device)]
+
+
+def _check_camids(camids: torch.Tensor, batch: int, num_cameras: int) -> None:
+    if camids.shape != (batch,) or camids.is_floating_point() or camids.dtype == torch.bool or camids.is_complex():
+        raise ModelInputError(f'camids must be an integer tensor of shape ({batch},), one camera id per clip; '
+                              f'got {camids.dtype} of shape {tuple(camids.shape)}')
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and camids.numel() and not camids.is_meta:
+        lo, hi = int(camids.min()), int(camids.max())
+        if lo < 0 or hi >= num_cameras:
+            raise ModelInputError(
+                f'camera id {lo if lo < 0 else hi} is out of range: this model has {num_cameras} camera '
+                f'embeddings (ids 0..{num_cameras - 1}, the training set\'s cameras counted from 0)')
+
+
+def per_input(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """What the model returns per frame, ``(B, T, ...)``, for input ``x``: as it is for clips, the only frame
+    ``(B, ...)`` for a ``(B, C, H, W)`` batch of crops (one-frame clips)."""
+    if x.dim() == 4:
+        return frames[:, 0]
+    return frames
+
+
+def frame_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame embeddings ``(B, T, D)`` -> their mean over the frames, ``(B, D)``; a crop's ``(B, D)`` as it is."""
+    if x.dim() == 3:
+        return x.mean(dim=1)
+    return x
+
+
+for _fn in (camera_vectors, per_input, frame_mean):  # branch on the input (its shape, or whether ids were given)
+    register_notrace_function(_fn)
+register_notrace_module(ClipFrames)
+
+
 class TFCLIP(nn.Module):
-    """CLIP ViT-B/16 with camera embeddings and Temporal Memory Diffusion; the released TF-CLIP at test time."""
+    """CLIP ViT-B/16 with camera embeddings and Temporal Memory Diffusion; the released TF-CLIP at test time.
+
+    ``torch.fx`` (timm's tracer, which keeps :class:`ClipFrames` and the shape-dependent helpers as leaves) and
+    TorchScript (inference) work; the fallback for calls without camera ids is read when the graph is made.
+    """
+
+    camera_fallback: str | None  # the attribute's type for TorchScript (None or 'mean')
 
     def __init__(
             self,
@@ -164,7 +314,7 @@ class TFCLIP(nn.Module):
             img_size: tuple[int, int] = (256, 128),
             clip_len: int = CLIP_LEN,
             sie_coe: float = 1.0,
-            camera_fallback: str | None = None,
+            camera_fallback: str | None | _Unset = _Unset.FROM_ENV,
             tmd_layers: int = 1,
             embed_dim: int = 768,
             depth: int = 12,
@@ -184,7 +334,11 @@ class TFCLIP(nn.Module):
             clip_len: frames per clip of the released protocol (8); any T works, this is what it was trained on.
             sie_coe: scale of the camera embedding (the released configs' ``MODEL.SIE_COE``: 1.0).
             camera_fallback: ``None`` (camera ids are required) or ``'mean'`` (without ids, the mean camera
-                embedding); also settable later as ``model.camera_fallback``.
+                embedding); also settable later as ``model.camera_fallback``. When not given,
+                ``$SINET_TIMM_CAMERA_FALLBACK`` decides (unset or empty: ``None``; ``mean``: ``'mean'``; other
+                values are an error), for tools that can only call ``model(x)``; an explicit value, ``None``
+                included, wins over the variable. ``'none'`` is ``None`` (``timm.create_model`` drops arguments
+                that are None, so ``camera_fallback='none'`` is how it requires ids whatever the variable says).
             tmd_layers: TMD blocks (released: 1).
             embed_dim, depth, num_heads: the ViT (released: CLIP ViT-B/16, 768, 12, 12); smaller ones for tests.
             proj_dim: CLIP's projection width (512 for ViT-B/16).
@@ -198,7 +352,11 @@ class TFCLIP(nn.Module):
                              f'global_pool={global_pool!r}')
         if num_cameras < 1:
             raise ValueError(f'num_cameras must be at least 1, got {num_cameras}')
+        if camera_fallback is _Unset.FROM_ENV:
+            camera_fallback = camera_fallback_from_env()
         _check_fallback(camera_fallback)
+        if camera_fallback == 'none':
+            camera_fallback = None
         dd = dict(device=device, dtype=dtype)
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -210,6 +368,7 @@ class TFCLIP(nn.Module):
         self.drop_rate = drop_rate
         self.global_pool = global_pool
         self.grad_checkpointing = False
+        self.to_clips = ClipFrames(in_chans, self.img_size)
         self.embed_dim = embed_dim
         self.proj_dim = proj_dim
         self.tmd_layers = tmd_layers
@@ -219,6 +378,10 @@ class TFCLIP(nn.Module):
         vit_args = dict(CLIP_VIT_B16_ARGS, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
         self.image_encoder = VisionTransformer(img_size=self.img_size, in_chans=in_chans, num_classes=0,
                                                drop_path_rate=drop_path_rate, **vit_args, **dd)
+        # timm's features: the tokens after each ViT block (as timm's ViT lists them), maps at 1/16 of the frame
+        reduction = self.image_encoder.patch_embed.feat_ratio()
+        self.feature_info = [dict(module=f'image_encoder.blocks.{i}', num_chs=embed_dim, reduction=reduction)
+                             for i in range(depth)]
         self.proj = nn.Linear(embed_dim, proj_dim, bias=False, **dd)  # CLIP's visual projection
         nn.init.normal_(self.proj.weight, std=embed_dim ** -0.5)
         self.cv_embed = nn.Parameter(torch.zeros(num_cameras, embed_dim, **dd))  # side information embedding
@@ -240,7 +403,8 @@ class TFCLIP(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r'^image_encoder\.(cls_token|pos_embed|patch_embed|norm_pre)|^cv_embed',
+        # no capturing group in the stem pattern: timm's grouping turns every captured group into a number
+        return dict(stem=r'^image_encoder\.(?:cls_token|pos_embed|patch_embed|norm_pre)|^cv_embed',
                     blocks=[(r'^image_encoder\.blocks\.(\d+)', None), (r'^image_encoder\.norm|^proj|^TMD', (99999,))])
 
     @torch.jit.ignore
@@ -266,88 +430,116 @@ class TFCLIP(nn.Module):
     @torch.jit.ignore
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as clips ``(B, T, C, H, W)`` (a crop batch becomes one-frame clips), or a clear error."""
-        if x.dim() == 4:
-            x = x.unsqueeze(1)
-        elif x.dim() != 5:
-            raise ModelInputError(
-                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
-                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
-        if x.shape[2] != self.in_chans:
-            raise ModelInputError(f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape '
-                                  f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if not x.is_floating_point():
-            raise ModelInputError(
-                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
-        if x.shape[1] == 0:
-            raise ModelInputError('a clip needs at least one frame, got T=0')
-        if tuple(x.shape[-2:]) != self.img_size:
-            h, w = x.shape[-2:]
-            raise ModelInputError(
-                f'the positional embedding is sized for {self.img_size[0]}x{self.img_size[1]} frames, got {h}x{w}. '
-                f'Resize frames to {self.img_size} (timm.data.resolve_data_config gives the preprocessing) or '
-                f'create the model with img_size=({h}, {w}).')
-        return x
+        return self.to_clips(x)
 
     def camera_embedding(self, camids: torch.Tensor | None, batch: int) -> torch.Tensor:
         """The vector added to the class tokens of each clip: ``(B, C)``, or ``(1, C)`` for the mean fallback."""
-        if camids is None:
-            fallback = self.camera_fallback
-            _check_fallback(fallback)
-            if fallback == 'mean':
-                return self.sie_coe * self.cv_embed.mean(dim=0, keepdim=True)
-            raise ModelInputError(
-                f'this TF-CLIP model needs the camera id of each clip: call model(x, camids) with camids a LongTensor '
-                f"of shape ({batch},) in 0..{self.num_cameras - 1}, or set model.camera_fallback = 'mean' to use the "
-                'mean camera embedding instead (less accurate)')
-        if not isinstance(camids, torch.Tensor):
-            camids = torch.as_tensor(camids)
-        if camids.dim() == 0:
-            camids = camids.expand(batch)
-        if camids.shape != (batch,) or camids.is_floating_point() or camids.dtype == torch.bool \
-                or camids.is_complex():
-            raise ModelInputError(f'camids must be an integer tensor of shape ({batch},), one camera id per clip; '
-                                  f'got {camids.dtype} of shape {tuple(camids.shape)}')
-        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()) \
-                and camids.numel() and not camids.is_meta:
-            lo, hi = int(camids.min()), int(camids.max())
-            if lo < 0 or hi >= self.num_cameras:
-                raise ModelInputError(
-                    f'camera id {lo if lo < 0 else hi} is out of range: this model has {self.num_cameras} camera '
-                    f'embeddings (ids 0..{self.num_cameras - 1}, the training set\'s cameras counted from 0)')
-        return self.sie_coe * self.cv_embed[camids.to(self.cv_embed.device)]
+        return camera_vectors(self.cv_embed, camids, batch, self.camera_fallback, self.sie_coe)
 
     # --- forward ------------------------------------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
-        """Clips ``(B, T, C, H, W)`` -> every token of every frame after ``ln_post``, ``(B, T, 1 + h*w, D)``;
-        crops ``(B, C, H, W)`` -> ``(B, 1 + h*w, D)``. ``camids`` (B,): each clip's camera."""
-        clips = self.check_input(x)
-        b, t = clips.shape[:2]
-        camera = self.camera_embedding(camids, b).expand(b, -1).repeat_interleave(t, dim=0)  # (B*T, D)
-        vit = self.image_encoder
-        tokens = vit.patch_embed(clips.flatten(0, 1))  # (B*T, h*w, D)
+    def _frame_tokens(self, clips: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """Clips ``(B, T, C, H, W)`` and each clip's camera vector (``(B, D)`` or ``(1, D)``) -> the tokens of every
+        frame after the patch embedding, the camera, the positional embedding and ``ln_pre``: ``(B*T, 1 + h*w, D)``."""
+        b, t = clips.shape[0], clips.shape[1]
+        camera = camera.expand(b, -1).repeat_interleave(t, dim=0)  # (B*T, D): every frame gets its clip's camera
+        tokens = self.image_encoder.patch_embed(clips.flatten(0, 1))  # (B*T, h*w, D)
         # SIE (side information embedding): the camera joins each frame's class token before the positional
         # embedding and ln_pre
-        cls = vit.cls_token + camera[:, None, :]
-        tokens = vit.pos_drop(torch.cat([cls, tokens], dim=1) + vit.pos_embed)
-        tokens = vit.norm_pre(vit.patch_drop(tokens))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            tokens = checkpoint_seq(vit.blocks, tokens)
-        else:
-            tokens = vit.blocks(tokens)
-        tokens = vit.norm(tokens).unflatten(0, (b, t))
-        return tokens[:, 0] if x.dim() == 4 else tokens
+        cls = self.image_encoder.cls_token + camera[:, None, :]
+        tokens = self.image_encoder.pos_drop(torch.cat([cls, tokens], dim=1) + self.image_encoder.pos_embed)
+        return self.image_encoder.norm_pre(self.image_encoder.patch_drop(tokens))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens ``(B, T, L, D)`` (or a crop's ``(B, L, D)``) -> the 2048-d embedding (``pre_logits`` or
-        ``num_classes=0``) or logits: cat(frame-mean class token, its projection, frame-mean TMD token mean)."""
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        b, t = x.shape[:2]
-        tokens = x.flatten(0, 1)
+    def _frame_embeddings(self, tokens: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """Every token of every frame after ``ln_post``, ``(B*T, L, D)`` -> per-frame embeddings ``(B, T, 2048)``:
+        cat(class token, its CLIP projection, the token mean after Temporal Memory Diffusion over the clip)."""
         cls = tokens[:, 0]
         memory = self.TMD(tokens, t).mean(dim=1)  # Temporal Memory Diffusion, then the token mean per frame
-        x = torch.cat([cls, self.proj(cls), memory], dim=-1).unflatten(0, (b, t)).mean(dim=1)
+        return torch.cat([cls, self.proj(cls), memory], dim=-1).unflatten(0, (b, t))
+
+    def forward_features(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        """Everything that needs the frames of a clip together: clips ``(B, T, C, H, W)`` -> per-frame embeddings
+        ``(B, T, 2048)`` (class token after ``ln_post``, its CLIP projection, the TMD token mean: TMD mixes the
+        frames of a clip, so a frame's embedding depends on its clip); crops ``(B, C, H, W)`` (one-frame clips)
+        -> ``(B, 2048)``. ``camids`` (B,): each clip's camera. :meth:`forward_head` averages over the frames; the
+        tokens of every block are available through :meth:`forward_intermediates`."""
+        clips = self.to_clips(x)
+        b, t = clips.shape[0], clips.shape[1]
+        tokens = self._frame_tokens(clips, self.camera_embedding(camids, b))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            tokens = checkpoint_seq(self.image_encoder.blocks, tokens)
+        else:
+            tokens = self.image_encoder.blocks(tokens)
+        return per_input(x, self._frame_embeddings(self.image_encoder.norm(tokens), b, t))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+            *,
+            camids: torch.Tensor | None = None,
+    ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """timm's intermediate features: the patch tokens after ViT blocks (``indices``: the last n if an int, all
+        if None, else those listed), with timm's ViT arguments.
+
+        The camera embedding joins the class tokens exactly as in ``forward`` (``camids`` (B,), keyword-only; without
+        them, the model's ``camera_fallback``). Each feature is per frame: ``(B, T, C, h, w)`` for clips and
+        ``(B, C, h, w)`` for crops with ``output_fmt='NCHW'``, ``(B, T, h*w, C)`` / ``(B, h*w, C)`` with ``'NLC'``;
+        ``norm`` applies ``ln_post`` to each, ``return_prefix_tokens`` pairs each with its class tokens
+        (``(B, T, 1, C)`` / ``(B, 1, C)``), ``stop_early`` skips the blocks after the last one wanted. The
+        blocks see each frame on its own (only TMD mixes the frames of a clip). Unless ``intermediates_only``,
+        the first item returned is what ``forward_features`` returns, from the last block run.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        vit = self.image_encoder
+        take_indices, max_index = feature_take_indices(len(vit.blocks), indices)
+        clips = self.to_clips(x)
+        b, t = clips.shape[0], clips.shape[1]
+        tokens = self._frame_tokens(clips, self.camera_embedding(camids, b))
+        blocks = vit.blocks if torch.jit.is_scripting() or not stop_early else vit.blocks[:max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                tokens = checkpoint(block, tokens)
+            else:
+                tokens = block(tokens)
+            if i in take_indices:
+                intermediates.append(vit.norm(tokens) if norm else tokens)
+        prefix = [per_input(x, y[:, :vit.num_prefix_tokens].unflatten(0, (b, t))) for y in intermediates]
+        patches = [y[:, vit.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            h, w = vit.patch_embed.grid_size
+            patches = [y.reshape(b * t, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in patches]
+        features: list[Any] = [per_input(x, y.unflatten(0, (b, t))) for y in patches]
+        if return_prefix_tokens:
+            features = list(zip(features, prefix, strict=True))
+        if intermediates_only:
+            return features
+        return per_input(x, self._frame_embeddings(vit.norm(tokens), b, t)), features
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the ViT blocks after the last intermediate feature wanted (timm's ``features_only`` uses this),
+        ``ln_post`` with ``prune_norm`` and the classifier with ``prune_head``. TMD and the projection stay (the
+        final output of :meth:`forward_intermediates` uses them)."""
+        take_indices, max_index = feature_take_indices(len(self.image_encoder.blocks), indices)
+        self.image_encoder.blocks = self.image_encoder.blocks[:max_index + 1]
+        if prune_norm:
+            self.image_encoder.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Per-frame embeddings ``(B, T, 2048)`` (or a crop's ``(B, 2048)``) -> the clip embedding, their frame mean
+        (``pre_logits``, or ``num_classes=0``), or a new classifier's logits on it."""
+        x = frame_mean(x)
         if pre_logits:
             return x
         if self.drop_rate > 0.0:
@@ -362,7 +554,8 @@ class TFCLIP(nn.Module):
 
 def _check_fallback(value: Any) -> None:
     if value not in CAMERA_FALLBACKS:
-        raise ModelInputError(f"camera_fallback must be None (camera ids required) or 'mean', got {value!r}")
+        raise ModelInputError(f"camera_fallback must be None or 'none' (camera ids required) or 'mean' (without ids, "
+                              f'the mean camera embedding), got {value!r}')
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------
@@ -540,4 +733,7 @@ def tfclip_vit_b16(pretrained: bool = False, **kwargs) -> TFCLIP:
         cfg = resolve_pretrained_cfg('tfclip_vit_b16', kwargs['pretrained_cfg'], kwargs.get('pretrained_cfg_overlay'))
         if getattr(cfg, 'num_cameras', None):
             kwargs['num_cameras'] = int(cfg.num_cameras)
-    return create_video_model(TFCLIP, 'tfclip_vit_b16', pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+    # features_only: the last three blocks by default, as timm's ViTs
+    feature_cfg = dict(out_indices=min(3, int(kwargs.get('depth', 12))))
+    return create_video_model(TFCLIP, 'tfclip_vit_b16', pretrained, filter_fn=checkpoint_filter_fn,
+                              feature_cfg=feature_cfg, **kwargs)

@@ -15,10 +15,15 @@ from tfclip_reference import (
     released_forward,
     save_released_checkpoint,
 )
+from timm.layers import create_feature_extractor, get_graph_node_names, set_scriptable
 
+import reid_eval
+from reid_eval.errors import EvalError, VizError
+from reid_eval.synthetic import demo_dataset_root
+from reid_eval.viz import activation_maps
 from sinet_timm.errors import ModelInputError
 from sinet_timm.export import export_onnx
-from sinet_timm.tfclip import TFCLIP, checkpoint_filter_fn
+from sinet_timm.tfclip import CAMERA_FALLBACK_ENV, TFCLIP, checkpoint_filter_fn
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -134,6 +139,39 @@ def test_camera_ids_are_required_unless_the_mean_fallback_is_asked_for():
         model(clips)
 
 
+def test_the_camera_fallback_environment_variable_sets_the_default(monkeypatch):
+    """$SINET_TIMM_CAMERA_FALLBACK (for tools that can only call model(x)): read when camera_fallback is not given;
+    unset or empty requires ids, 'mean' is the mean camera, other values are one-line errors naming it; an explicit
+    argument (None included) wins."""
+    assert CAMERA_FALLBACK_ENV == 'SINET_TIMM_CAMERA_FALLBACK'
+    small = dict(depth=1, embed_dim=64, num_heads=2, proj_dim=32)
+    monkeypatch.delenv(CAMERA_FALLBACK_ENV, raising=False)
+    assert TFCLIP(**small).camera_fallback is None
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, '')
+    assert TFCLIP(**small).camera_fallback is None
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, 'mean')
+    sd = make_released_state_dict(seed=6, num_cameras=6, layers=1)
+    model, clips = _loaded(sd, depth=1), _clips(2, 2, seed=7)
+    assert model.camera_fallback == 'mean'
+    with torch.no_grad():
+        got = model(clips)
+        ref = released_forward({**sd, 'cv_embed': sd['cv_embed'].mean(0, keepdim=True)}, clips,
+                               torch.zeros(2, dtype=torch.long))
+        assert _rel_err(got, ref) <= 1e-5
+        assert _rel_err(model(clips, torch.tensor([5, 2])), released_forward(sd, clips, torch.tensor([5, 2]))) <= 1e-5
+    assert TFCLIP(camera_fallback=None, **small).camera_fallback is None
+    # timm.create_model drops arguments that are None: 'none' says the same through it
+    refusing = timm.create_model('tfclip_vit_b16', camera_fallback='none', **small).eval()
+    assert refusing.camera_fallback is None
+    with pytest.raises(ModelInputError, match='needs the camera id'):
+        refusing(clips)
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, 'median')
+    with pytest.raises(ModelInputError, match="SINET_TIMM_CAMERA_FALLBACK='median'.*'mean'") as e:
+        timm.create_model('tfclip_vit_b16', **small)
+    assert '\n' not in str(e.value)
+    assert TFCLIP(camera_fallback='mean', **small).camera_fallback == 'mean'  # not read when given
+
+
 def test_a_crop_embeds_as_its_frame_repeated_and_inputs_are_checked():
     model = timm.create_model('tfclip_vit_b16', depth=1).eval()
     crops, cams = _clips(1, 2, seed=8)[:, 0], torch.tensor([3])
@@ -244,13 +282,135 @@ def _small_tfclip(num_cameras: int = 6) -> TFCLIP:
                              num_cameras=num_cameras)
 
 
+def test_forward_features_are_per_frame_embeddings_that_forward_head_averages():
+    """timm's split: forward_features gives (B, T, num_features) per-frame embeddings ((B, num_features) for crops),
+    forward_head their frame mean (pre_logits, num_classes=0) or a classifier's logits on it."""
+    model = _small_tfclip().eval()  # embed_dim 64, proj_dim 32: 2 * 64 + 32 = 160 features
+    assert model.num_features == model.head_hidden_size == 160
+    clips, cams = _clips(2, 3, seed=14), torch.tensor([1, 4])
+    with torch.no_grad():
+        frames = model.forward_features(clips, cams)
+        assert frames.shape == (2, 3, 160)
+        emb = model.forward_head(frames, pre_logits=True)
+        torch.testing.assert_close(emb, frames.mean(dim=1), rtol=0, atol=0)
+        torch.testing.assert_close(model(clips, cams), emb, rtol=0, atol=0)
+        crops = model.forward_features(clips[:, 0], cams)  # a crop is a one-frame clip
+        assert crops.shape == (2, 160) and model.forward_head(crops, pre_logits=True).shape == (2, 160)
+        torch.testing.assert_close(crops, model.forward_features(clips[:, :1], cams)[:, 0], rtol=0, atol=0)
+        model.reset_classifier(5)
+        logits = model.forward_head(frames)
+        assert logits.shape == (2, 5)
+        torch.testing.assert_close(logits, model.head(emb), rtol=0, atol=0)
+        torch.testing.assert_close(model(clips, cams), logits, rtol=0, atol=0)
+
+
+def test_forward_intermediates_and_features_only():
+    """timm's features API over the ViT blocks: per-frame maps (NCHW) or tokens (NLC) with the camera applied as in
+    forward; the last block's tokens after ln_post are the ones forward reads; features_only wraps it."""
+    small = dict(depth=3, embed_dim=64, num_heads=2, proj_dim=32)
+    torch.manual_seed(0)
+    model = timm.create_model('tfclip_vit_b16', **small).eval()
+    assert [f['module'] for f in model.feature_info] == [f'image_encoder.blocks.{i}' for i in range(3)]
+    assert {(f['num_chs'], f['reduction']) for f in model.feature_info} == {(64, 16)}
+    clips, cams = _clips(2, 3, seed=17), torch.tensor([0, 5])
+    seen = []
+    hook = model.image_encoder.norm.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(clips, cams)
+        hook.remove()
+        tokens = seen[0].unflatten(0, (2, 3))  # (B, T, 1 + 16*8, C): the forward path's tokens after ln_post
+        final, maps = model.forward_intermediates(clips, camids=cams)
+        torch.testing.assert_close(final, model.forward_features(clips, cams), rtol=0, atol=0)
+        assert [m.shape for m in maps] == [(2, 3, 64, 16, 8)] * 3
+        (last, cls), = model.forward_intermediates(clips, [-1], True, True, output_fmt='NLC', intermediates_only=True,
+                                                    camids=cams)
+        torch.testing.assert_close(last, tokens[:, :, 1:], rtol=0, atol=0)
+        torch.testing.assert_close(cls, tokens[:, :, :1], rtol=0, atol=0)
+        normed = model.forward_intermediates(clips, 1, norm=True, intermediates_only=True, camids=cams)[0]
+        as_maps = tokens[:, :, 1:].unflatten(2, (16, 8)).permute(0, 1, 4, 2, 3)  # (B, T, C, h, w)
+        torch.testing.assert_close(normed, as_maps, rtol=0, atol=0)
+        early = model.forward_intermediates(clips, [0], stop_early=True, intermediates_only=True, camids=cams)
+        torch.testing.assert_close(early[0], maps[0], rtol=0, atol=0)
+        other = model.forward_intermediates(clips, [0], intermediates_only=True, camids=torch.tensor([1, 5]))
+        assert not torch.allclose(other[0][0], maps[0][0]) and torch.equal(other[0][1], maps[0][1])
+        crop_final, crop_maps = model.forward_intermediates(clips[:, 0], camids=cams)
+        assert crop_final.shape == (2, 160) and [m.shape for m in crop_maps] == [(2, 64, 16, 8)] * 3
+        torch.testing.assert_close(crop_maps[-1], model.forward_intermediates(clips[:, :1], camids=cams)[1][-1][:, 0],
+                                   rtol=0, atol=0)
+    with pytest.raises(ModelInputError, match='needs the camera id'):
+        model.forward_intermediates(clips)
+    with pytest.raises(ValueError, match="'NCHW' or 'NLC'"):
+        model.forward_intermediates(clips, output_fmt='NHWC', camids=cams)
+    # features_only: timm's FeatureGetterNet; the blocks after the last tap, ln_post and the classifier are pruned
+    torch.manual_seed(0)
+    features = timm.create_model('tfclip_vit_b16', features_only=True, out_indices=(0, 1), camera_fallback='mean',
+                                 num_classes=5, **small).eval()
+    assert features.feature_info.channels() == [64, 64] and features.feature_info.reduction() == [16, 16]
+    pruned = features.model
+    assert len(pruned.image_encoder.blocks) == 2 and isinstance(pruned.image_encoder.norm, nn.Identity)
+    assert pruned.num_classes == 0
+    model.camera_fallback = 'mean'
+    with torch.no_grad():
+        got = features(clips[:, 0])
+        want = model.forward_intermediates(clips[:, 0], (0, 1), intermediates_only=True)
+    assert [g.shape for g in got] == [(2, 64, 16, 8)] * 2
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    default = timm.create_model('tfclip_vit_b16', features_only=True, device='meta')  # the last 3 blocks, as ViTs
+    assert default.feature_info.module_name() == [f'image_encoder.blocks.{i}' for i in (9, 10, 11)]
+
+
+def _fx(model: nn.Module) -> nn.Module:
+    """The model traced as timm's tests trace it (timm's leaf modules and functions), returning its output."""
+    train_nodes, eval_nodes = get_graph_node_names(model)
+    assert train_nodes[-1] == eval_nodes[-1]
+    return create_feature_extractor(model, [eval_nodes[-1]])
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+def test_torch_fx_and_torchscript_compute_what_eager_does():
+    """torch.fx (the input checks and the camera lookup are leaves) and TorchScript, for clips and crops, with camera
+    ids, without (the fallback is read when the graph is made) and refusing; fx backward reaches every parameter."""
+    with set_scriptable(True):
+        model = _small_tfclip().eval()
+    clips, cams = _clips(2, 3, seed=16), torch.tensor([1, 4])
+    crops = clips[:, 0]
+    traced = _fx(model)
+    scripted = torch.jit.script(model)
+    scripted_fx = torch.jit.script(_fx(model))
+    with torch.no_grad():
+        for args in ((clips, cams), (crops, cams)):
+            ref = model(*args)
+            for got in (next(iter(traced(*args).values())), scripted(*args), next(iter(scripted_fx(*args).values()))):
+                torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+        with pytest.raises(Exception, match='needs the camera id of each clip'):
+            scripted(clips)
+        with pytest.raises(ModelInputError, match='needs the camera id of each clip'):
+            traced(clips)
+        model.camera_fallback = 'mean'
+        mean = model(clips)
+        torch.testing.assert_close(next(iter(_fx(model)(clips).values())), mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(torch.jit.script(model)(clips), mean, rtol=1e-6, atol=1e-6)
+    with pytest.raises(Exception, match='out of range'):  # eager checks still run in the traced graph
+        traced(clips, torch.tensor([0, 6]))
+    model.reset_classifier(3)
+    train = _fx(model.train()).train()
+    next(iter(train(clips).values())).mean().backward()
+    assert [n for n, p in train.named_parameters() if p.grad is None] == []
+
+
+def test_viz_cam_says_tfclip_has_no_maps():
+    """sinet-viz cam draws forward_features maps; TF-CLIP's are per-frame embeddings: one clear error."""
+    model = _small_tfclip().eval()
+    model.camera_fallback = 'mean'
+    with pytest.raises(VizError, match=r'TFCLIP gives no per-frame maps .*\(4, 160\)'):
+        activation_maps(model, _clips(1, 4, seed=15))
+
+
 def test_evaluate_synthetic_under_the_tfclip_protocol_with_cameras_and_the_mean_fallback():
     """reid_eval runs a TF-CLIP model (a one-block ViT) on the synthetic MARS set (6 cameras) under its own
     protocol: with each tracklet's camera id, and with the mean camera embedding; the rankings differ, so the ids
     reach the model. A model with fewer cameras than the data is refused unless the fallback is asked for."""
-    import reid_eval
-    from reid_eval.errors import EvalError
-
     kw = dict(cache=False, progress=False, workers=0)
     with_ids = reid_eval.evaluate(_small_tfclip(), 'synthetic', **kw)
     mean = reid_eval.evaluate(_small_tfclip(), 'synthetic', camera_fallback='mean', **kw)
@@ -262,12 +422,28 @@ def test_evaluate_synthetic_under_the_tfclip_protocol_with_cameras_and_the_mean_
         reid_eval.evaluate(_small_tfclip(num_cameras=2), 'synthetic', **kw)
 
 
+def test_reid_eval_does_not_follow_the_environment_fallback(monkeypatch):
+    """With $SINET_TIMM_CAMERA_FALLBACK=mean (the model itself would take model(x)), reid_eval still passes camera
+    ids, refuses tracklets without them and data with more cameras than the model has, unless its own
+    camera_fallback='mean' option is given."""
+    monkeypatch.setenv(CAMERA_FALLBACK_ENV, 'mean')
+    assert _small_tfclip().camera_fallback == 'mean'
+    data = reid_eval.load_dataset('mars', demo_dataset_root())
+    tracks = [reid_eval.InputTracklet(f't{i}', list(p)[:4]) for i, (p, _, _) in enumerate(data.gallery[:2])]
+    kw = dict(workers=0, progress=False, device='cpu')
+    with pytest.raises(EvalError, match='takes camera ids and 2 of 2 tracklets have none.*--camera-fallback mean'):
+        reid_eval.extract(_small_tfclip(), tracks, **kw)
+    with_ids = reid_eval.extract(_small_tfclip(), tracks, camids=[0, 3], **kw)
+    mean = reid_eval.extract(_small_tfclip(), tracks, camera_fallback='mean', **kw)
+    assert with_ids.shape == mean.shape == (2, 160) and not torch.allclose(with_ids, mean)
+    with pytest.raises(EvalError, match='embeddings for 2 cameras.*--camera-fallback mean'):
+        reid_eval.evaluate(_small_tfclip(num_cameras=2), 'synthetic', cache=False, progress=False, workers=0)
+
+
 @pytest.mark.slow
 def test_evaluate_the_full_model_by_name_on_synthetic():
     """The registered ViT-B/16 by name, random weights (about 4 minutes a run on 2 CPU cores): the measurement
     quoted in the README (seed 0: mAP 8.2 with camera ids, 30.0 with the mean fallback)."""
-    import reid_eval
-
     kw = dict(pretrained=False, seed=0, cache=False, progress=False, workers=0)
     with_ids = reid_eval.evaluate('tfclip_vit_b16', 'synthetic', **kw)
     mean = reid_eval.evaluate('tfclip_vit_b16', 'synthetic', camera_fallback='mean', **kw)
