@@ -441,6 +441,7 @@ def test_reid_eval_does_not_follow_the_environment_fallback(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # two full ViT-B/16 evaluations: 8 minutes or more, the longest test by far
 def test_evaluate_the_full_model_by_name_on_synthetic():
     """The registered ViT-B/16 by name, random weights (about 4 minutes a run on 2 CPU cores): the measurement
     quoted in the README (seed 0: mAP 8.2 with camera ids, 30.0 with the mean fallback)."""
