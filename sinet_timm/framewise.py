@@ -33,7 +33,8 @@ from timm.layers import register_notrace_function, register_notrace_module
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
-from .errors import CheckpointError, ModelInputError
+from ._checkpoint import refuse_integer_weights
+from .errors import ModelInputError
 
 __all__ = [
     'CLIP_LEN', 'Bottleneck', 'ClipInput', 'Plugin', 'SINetOutput', 'VideoReIDNet', 'checkpoint_filter_fn', 'crop_maps',
@@ -536,14 +537,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: VideoReIDNet) -> dic
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('projection.')}
     if model.num_classes == 0:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('classifier.')}
-    own = model.state_dict()
-    ints = [k for k, v in state_dict.items() if k in own and own[k].is_floating_point()
-            and isinstance(v, torch.Tensor) and not v.is_floating_point()]
-    if ints:  # load_state_dict would copy them silently: the weights would become whole numbers
-        raise CheckpointError(
-            f'the checkpoint holds {state_dict[ints[0]].dtype} values where the model has floating-point weights '
-            f'({len(ints)} tensors, e.g. {ints[0]}): it is not a weights file of this model (or was converted '
-            'wrongly); convert the original checkpoint again')
+    refuse_integer_weights(state_dict, model)
     return state_dict
 
 

@@ -78,6 +78,7 @@ from timm.models import (
 from timm.models._features import feature_take_indices
 
 from ._builder import create_video_model
+from ._checkpoint import refuse_integer_weights
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
@@ -651,14 +652,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: TFCLIP) -> dict[str,
         state_dict = _convert_timm_clip(state_dict, model)
     if model.num_classes == 0:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
-    own = model.state_dict()
-    ints = [k for k, v in state_dict.items() if k in own and own[k].is_floating_point()
-            and isinstance(v, torch.Tensor) and not v.is_floating_point()]
-    if ints:
-        raise CheckpointError(
-            f'the checkpoint holds {state_dict[ints[0]].dtype} values where the model has floating-point weights '
-            f'({len(ints)} tensors, e.g. {ints[0]}): it is not a weights file of this model (or was converted '
-            'wrongly); convert the original checkpoint again')
+    refuse_integer_weights(state_dict, model)
     return state_dict
 
 

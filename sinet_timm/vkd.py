@@ -34,6 +34,7 @@ from timm.layers import register_notrace_function, register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
+from ._checkpoint import refuse_integer_weights
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import zoo_pretrained_cfgs
 from .errors import CheckpointError, ModelInputError
@@ -465,13 +466,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: VKDNet) -> dict[str,
         state_dict = out
     if model.num_classes == 0:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('classifier.')}
-    own = model.state_dict()
-    ints = [k for k, v in state_dict.items() if k in own and own[k].is_floating_point()
-            and isinstance(v, torch.Tensor) and not v.is_floating_point()]
-    if ints:
-        raise CheckpointError(
-            f'the checkpoint holds {state_dict[ints[0]].dtype} values where the model has floating-point weights '
-            f'({len(ints)} tensors, e.g. {ints[0]}): it is not a weights file of this model')
+    refuse_integer_weights(state_dict, model)
     return state_dict
 
 

@@ -225,6 +225,17 @@ def test_integer_weights_are_refused(tmp_path, capsys):
     assert 'torch.int32 values where the model has floating-point weights' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('arch, kwargs', [('vkd_r34', {}), ('tfclip_vit_b16', dict(depth=1))])
+def test_integer_weights_are_refused_by_every_family(arch, kwargs, tmp_path):
+    """The check is every family's (one helper, sinet_timm/_checkpoint.py): a file of whole numbers is refused."""
+    m = timm.create_model(arch, **kwargs)
+    sd = {k: v.to(torch.int64) if v.is_floating_point() else v for k, v in m.state_dict().items()}
+    save_file(sd, str(tmp_path / 'int.safetensors'))
+    with pytest.raises(CheckpointError, match=r'holds torch.int64 values where the model has floating-point'):
+        timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'int.safetensors')),
+                          **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # bad input: one line, exit 2, nothing lost
 
