@@ -34,6 +34,7 @@ from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
 from ._checkpoint import refuse_integer_weights
+from ._input import check_frames
 from .errors import ModelInputError
 
 __all__ = [
@@ -143,20 +144,9 @@ class ClipInput(nn.Module):
         self.min_side_reason, self.fixed_size_by = min_side_reason, fixed_size_by
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_frames(x, self.in_chans)
         if x.dim() == 4:
             x = x.unsqueeze(1)
-        elif x.dim() != 5:
-            raise ModelInputError(
-                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
-                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
-        if x.shape[2] != self.in_chans:
-            raise ModelInputError(
-                f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape {list(x.shape)}; '
-                f'(B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if not x.is_floating_point():
-            raise ModelInputError(
-                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
         t = x.shape[1]
         if t != 1 and (t == 0 or t % self.clip_len != 0):
             raise ModelInputError(

@@ -79,6 +79,7 @@ from timm.models._features import feature_take_indices
 
 from ._builder import create_video_model
 from ._checkpoint import refuse_integer_weights
+from ._input import check_frames
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import pretrained_cfg_fields, zoo_entries
 from .errors import CheckpointError, ModelInputError
@@ -213,19 +214,9 @@ class ClipFrames(nn.Module):
         self.img_size: tuple[int, int] = (int(img_size[0]), int(img_size[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_frames(x, self.in_chans)
         if x.dim() == 4:
             x = x.unsqueeze(1)
-        elif x.dim() != 5:
-            raise ModelInputError(
-                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
-                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
-        if x.shape[2] != self.in_chans:
-            raise ModelInputError(f'expected {self.in_chans} channels at dim 2 of (B, T, C, H, W), got shape '
-                                  f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if not x.is_floating_point():
-            raise ModelInputError(
-                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
         if x.shape[1] == 0:
             raise ModelInputError('a clip needs at least one frame, got T=0')
         h, w = x.shape[-2], x.shape[-1]

@@ -35,6 +35,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from ._builder import create_video_model
 from ._checkpoint import refuse_integer_weights
+from ._input import check_frames
 from ._pretrained import as_video_pretrained_cfg, video_pretrained_cfg
 from ._zoo import zoo_pretrained_cfgs
 from .errors import CheckpointError, ModelInputError
@@ -133,18 +134,7 @@ class FrameInput(nn.Module):
         self.in_chans, self.min_side = in_chans, min_side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 and x.dim() != 5:
-            raise ModelInputError(
-                f'expected clips (B, T, {self.in_chans}, H, W) or crops (B, {self.in_chans}, H, W); got a {x.dim()}-D '
-                f'tensor of shape {list(x.shape)}. Add a batch dimension with x[None] for a single clip or crop.')
-        if x.shape[-3] != self.in_chans:
-            raise ModelInputError(
-                f'expected {self.in_chans} channels at dim -3 of (B, T, C, H, W) or (B, C, H, W), got shape '
-                f'{list(x.shape)}; (B, C, T, H, W) inputs need x.transpose(1, 2)')
-        if not x.is_floating_point():
-            raise ModelInputError(
-                f'expected float frames normalised as timm.data.resolve_data_config says (ImageNet mean/std), got '
-                f'{x.dtype}. Convert uint8 frames with x.float() / 255, then subtract the mean and divide by the std.')
+        check_frames(x, self.in_chans)
         if x.dim() == 5 and x.shape[1] == 0:
             raise ModelInputError(f'a clip needs at least one frame, got shape {list(x.shape)}')
         if x.shape[-2] < self.min_side or x.shape[-1] < self.min_side:
