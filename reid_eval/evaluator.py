@@ -466,6 +466,17 @@ def _init_distributed(device: torch.device) -> tuple[torch.device, int]:
     return device, world
 
 
+def resolve_dataset(dataset: str, root: str | Path | None) -> tuple[str, str, Path]:
+    """``(label, format, root)`` of a dataset name: ``synthetic`` is the generated demo set in MARS format (no root
+    needed); any other name needs the folder that holds the dataset folder."""
+    if str(dataset).lower() == SYNTHETIC:
+        return SYNTHETIC, 'mars', demo_dataset_root()
+    fmt = get_spec(dataset).name
+    if root is None:
+        raise EvalError(f'--root is needed for {fmt}: the folder that holds the dataset folder')
+    return fmt, fmt, Path(root)
+
+
 def evaluate(
         model: str | Path | nn.Module | LoadedModel | None,
         dataset: str,
@@ -498,12 +509,7 @@ def evaluate(
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world > 1 and not options.cache:
         raise EvalError('torchrun runs share features through the cache: drop --no-cache')
-    if str(dataset).lower() == SYNTHETIC:
-        label, fmt, root = SYNTHETIC, 'mars', demo_dataset_root()
-    else:
-        label = fmt = get_spec(dataset).name
-        if root is None:
-            raise EvalError(f'--root is needed for {fmt}: the folder that holds the dataset folder')
+    label, fmt, root = resolve_dataset(dataset, root)
     splits = options.splits(fmt)
     if isinstance(model, str) and checkpoint is None:
         check_model_name(model)  # a misspelt name is reported before the dataset is looked at

@@ -18,24 +18,13 @@ import torch
 
 from sinet_timm.export import CAMERA_INPUT, onnx_speed
 
-from .datasets import get_spec, load_dataset
+from .datasets import load_dataset
 from .errors import EvalError, FrameReadError
-from .evaluator import SYNTHETIC, evaluate
+from .evaluator import SYNTHETIC, evaluate, resolve_dataset
 from .extraction import ClipDataset, ExtractPlan, FrameFailure, FramePreprocess
 from .onnx_model import OnnxModel
-from .synthetic import demo_dataset_root
 
 __all__ = ['Int8Report', 'calibration_feeds', 'int8_report']
-
-
-def _dataset(dataset: str, root: str | Path | None) -> tuple[str, Path]:
-    """(format, root) of a dataset name; ``synthetic`` is the generated demo set in MARS format."""
-    if str(dataset).lower() == SYNTHETIC:
-        return 'mars', demo_dataset_root()
-    fmt = get_spec(dataset).name
-    if root is None:
-        raise EvalError(f'--root is needed for {fmt}: the folder that holds the dataset folder')
-    return fmt, Path(root)
 
 
 def calibration_feeds(path: str | Path, dataset: str, root: str | Path | None = None, *, clips: int = 64,
@@ -46,7 +35,7 @@ def calibration_feeds(path: str | Path, dataset: str, root: str | Path | None = 
     if clips < 1 or batch < 1:
         raise EvalError(f'calibration needs a positive number of clips and batch size, got {clips} and {batch}')
     model = OnnxModel(path)
-    fmt, root = _dataset(dataset, root)
+    _, fmt, root = resolve_dataset(dataset, root)
     data = load_dataset(fmt, root, split)
     tracklets = list(data.train)
     if not tracklets:
