@@ -48,7 +48,7 @@ from .models import (
 from .onnx_model import OnnxModel
 from .paper import paper_metrics
 from .postprocess import AQEOptions, RerankOptions, average_query_expansion, k_reciprocal_distances
-from .protocol import MODES, PROTOCOLS, Protocol, evenly_spaced, get_protocol
+from .protocol import MODES, PROTOCOLS, Protocol, get_protocol, query_frames
 from .ranking import RANKERS, rank_distances, rank_metrics, ranker_description
 from .results import METRIC_KEYS, VARIANTS, Embeddings, EvalResult, SplitResult, versions
 from .synthetic import demo_dataset_root
@@ -296,19 +296,32 @@ def gallery_description(dataset: str, add_query: bool, released: bool | None = N
     return text
 
 
-def _query_frames_note(n: int) -> str:
-    each = '1 frame each (the middle one)' if n == 1 else f'{n} evenly spaced frames each'
+def _query_frames_note(n: int, rule: str = 'middle') -> str:
+    if rule == 'first':
+        each = ("1 frame each (the first one, VKD's rule)" if n == 1 else
+                f'{n} frames each (the first of each of {n} segments)')
+    else:
+        each = '1 frame each (the middle one)' if n == 1 else f'{n} evenly spaced frames each'
     return f'image-to-video: queries from {each}, gallery tracklets whole'
 
 
-def _as_published(options: EvalOptions, module: nn.Module, dataset: str) -> bool:
-    """Whether a run is comparable with the model's published numbers: its own protocol (the one its cfg names;
-    for the SINet release also its quick ``sampled`` mode, as before) with the released gallery rule,
-    whole-tracklet queries and the model's own camera ids. Otherwise no paper numbers are printed beside it."""
+def _published_kind(options: EvalOptions, module: nn.Module, dataset: str) -> str | None:
+    """Which published numbers a run is comparable with: ``'paper'`` under the model's own protocol (the one its
+    cfg names; for the SINet release also its quick ``sampled`` mode, as before) with the released gallery rule,
+    whole-tracklet queries and the model's own camera ids; ``'paper_i2v'`` for the same with one query frame
+    (image-to-video as that protocol defines it); None otherwise (no paper numbers are printed beside it)."""
     own = dataclasses.replace(options, protocol='auto', mode=None).resolved(module).mode
     same = options.mode == own or (own, options.mode) == ('dense', 'sampled')  # sampled: the SINet release's quick mode
-    return (same and options.adds_query_to_gallery(dataset) == _released_gallery(options, dataset)
-            and not options.query_frames and options.camera_fallback is None)
+    if not (same and options.adds_query_to_gallery(dataset) == _released_gallery(options, dataset)
+            and options.camera_fallback is None):
+        return None
+    return 'paper' if not options.query_frames else 'paper_i2v' if options.query_frames == 1 else None
+
+
+def _paper(loaded: LoadedModel, options: EvalOptions, dataset: str) -> dict[str, float]:
+    """The published numbers to print beside a run ({} when it is not comparable with them)."""
+    kind = _published_kind(options, loaded.module, dataset)
+    return paper_metrics(loaded.architecture, dataset, loaded.zoo_entry, kind) if kind else {}
 
 
 def _released_gallery(options: EvalOptions, dataset: str) -> bool:
@@ -325,7 +338,7 @@ def _protocol(options: EvalOptions, spec_name: str, input_note: str) -> str:
                                   _released_gallery(options, spec_name))
     text += f'; {gallery}'
     if options.query_frames:
-        text += f'; {_query_frames_note(options.query_frames)}'
+        text += f'; {_query_frames_note(options.query_frames, p.query_frame)}'
     if input_note:
         text += f'; {input_note}'
     return text
@@ -420,10 +433,11 @@ def evaluate_split(
     query_cache = None
     nq = len(data.query)
     if options.query_frames:
-        n = options.query_frames
-        short = [(tuple(evenly_spaced(paths, n)), pid, camid) for paths, pid, camid in data.query]
+        n, rule = options.query_frames, options.test_protocol.query_frame
+        short = [(tuple(query_frames(paths, n, rule)), pid, camid) for paths, pid, camid in data.query]
         qplan = ExtractPlan.build(short, options.mode, clip_len, names[:nq], cameras=cameras)
-        qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=f'{options.mode}-query{n}',
+        qmode = f'{options.mode}-query{n}' + ('' if rule == 'middle' else f'-{rule}')  # its own cache folder
+        qfeats, qstats, query_cache = _extract(module, qplan, options, cache_mode=qmode,
                                                label=f'{label or data.name}, queries from {n} frame(s)', **common)
         for k in ('frames', 'clips', 'seconds', 'model_seconds', 'cached_shards', 'computed_shards'):
             setattr(stats, k, getattr(stats, k) + getattr(qstats, k))
@@ -545,8 +559,7 @@ def evaluate(
         input=loaded.input, dataset=label, dataset_format=fmt, root=str(Path(root).expanduser().resolve()),
         splits=splits, mode=options.mode, protocol=results[0].protocol, metrics=mean, metrics_std=std,
         # no paper numbers beside random weights or the demo data: they would compare nothing with something
-        paper=paper_metrics(loaded.architecture, fmt) if label != SYNTHETIC and not loaded.random_weights
-        and _as_published(options, loaded.module, fmt) else {},
+        paper=_paper(loaded, options, fmt) if label != SYNTHETIC and not loaded.random_weights else {},
         per_split=results,
         versions=versions(device), world_size=world, device=str(device),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'), random_weights=loaded.random_weights,

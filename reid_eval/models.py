@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from sinet_timm._zoo import zoo_problem
+from sinet_timm._zoo import zoo_entries, zoo_problem
 from sinet_timm.archs import ARCHITECTURES
 from sinet_timm.convert import check_local_dir, load_released, mismatch_summary, nonfinite_tensors
 from sinet_timm.errors import CheckpointError, SinetTimmError, WeightsUnavailableError
@@ -94,6 +94,7 @@ class LoadedModel:
     clip_len: int = CLIP_LEN
     random_weights: bool = False  # pretrained=False: numbers only show that the pipeline runs
     weights_finite: bool = True  # every floating-point weight is finite (checked once at load)
+    zoo_entry: str | None = None  # the zoo entry whose weights these are ('vkd_r50.mars_base'), when known
 
     @property
     def input_note(self) -> str:
@@ -347,6 +348,7 @@ def load_model(
     if isinstance(model, (str, Path)) and checkpoint is None and Path(model).suffix in CHECKPOINT_SUFFIXES \
             and Path(model).is_file():
         model, checkpoint = None, model
+    entry = None
     if checkpoint is not None:
         arch = str(model).split('.')[0] if model and ':' not in str(model) else None
         module = load_released(checkpoint, arch)
@@ -365,6 +367,10 @@ def load_model(
         module = _create(str(model), pretrained)
         arch = module.pretrained_cfg.get('architecture') or str(model).split('.')[0]
         weights, random = (str(model), False) if pretrained else (f'{model} (random init)', True)
+        tag = module.pretrained_cfg.get('tag')
+        if pretrained and ':' not in str(model) and tag and f'{arch}.{tag}' in zoo_entries():
+            entry = f'{arch}.{tag}'  # a registered name ('vkd_r50' loads its default tag's weights); a folder's or
+            # a Hub repo's config.json may name a tag whatever weights it holds
     check_materialised(module)
     finite = not nonfinite_weights(module)
     if not finite:  # said once, here; a run that produces NaN embeddings says it again
@@ -379,7 +385,7 @@ def load_model(
     return LoadedModel(
         module=module.eval(), name=label, weights=weights, architecture=arch, input='frames' if frames else 'clips',
         data_config=_data_config(module, data_config), clip_len=int(getattr(module, 'clip_len', CLIP_LEN)),
-        random_weights=random, weights_finite=finite)
+        random_weights=random, weights_finite=finite, zoo_entry=entry)
 
 
 def _load_onnx(model: str | Path | OnnxModel, input: str, data_config: dict[str, Any] | None,

@@ -19,8 +19,11 @@ compare models under one protocol. Adding one is a clip rule and an entry in :da
   which ranks exactly as the cosine distance does (``|a - b|^2 = 2 - 2 cos``), so it is ranked as cosine; the
   queries join the gallery on every dataset.
 
-Image-to-video evaluation (``--query-frames N``) first cuts each query tracklet down to :func:`evenly_spaced`
-frames; the clips of those frames then follow the protocol's rule (one frame: one clip of that frame repeated).
+Image-to-video evaluation (``--query-frames N``) first cuts each query tracklet down to N frames by the protocol's
+``query_frame`` rule: the middles of N equal segments (:func:`evenly_spaced`; N = 1: the middle frame), or for
+``vkd`` the first frame of each segment (:func:`segment_firsts`; N = 1: the first frame, as VKD's evaluation
+queries); the clips of those frames then follow the protocol's clip rule (one frame: one clip of that frame
+repeated). The gallery keeps whole tracklets, the queries' own included where the gallery rule adds them.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from dataclasses import dataclass
 
 from .errors import EvalError
 
-__all__ = ['MODES', 'PROTOCOLS', 'Protocol', 'chunk_first_clip', 'consecutive_clips', 'dense_clips', 'evenly_spaced',
-           'get_protocol', 'loop_pad', 'make_clips', 'sampled_clip']
+__all__ = ['MODES', 'PROTOCOLS', 'QUERY_FRAME_RULES', 'Protocol', 'chunk_first_clip', 'consecutive_clips',
+           'dense_clips', 'evenly_spaced', 'get_protocol', 'loop_pad', 'make_clips', 'query_frames', 'sampled_clip',
+           'segment_firsts']
 
 def loop_pad(paths: Sequence[str], size: int = 4) -> list[str]:
     """Pad ``paths`` to a multiple of ``size`` with its own last frames, then sort (released dense protocol)."""
@@ -99,6 +103,7 @@ class Protocol:
     distance: str  # the distance in words; every protocol here ranks as the cosine distance does
     gallery: str  # 'auto': the dataset's released rule (MARS adds the queries); 'yes': always added
     source: str  # whose evaluation this is
+    query_frame: str = 'middle'  # image-to-video queries: 'middle' (evenly_spaced) or 'first' (segment_firsts)
 
     def describe(self) -> str:
         return f'{self.name}: {self.clips} ({self.source})'
@@ -110,7 +115,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol('sampled', sampled_clip, None, 'one evenly spaced clip per tracklet', 'cosine distance', 'auto',
              'the SINet release, its quick mode'),
     Protocol('vkd', chunk_first_clip, 8, 'one 8-frame clip of the first frame of each of 8 chunks',
-             'cosine distance', 'auto', 'VKD, Porrello et al., ECCV 2020'),
+             'cosine distance', 'auto', 'VKD, Porrello et al., ECCV 2020', query_frame='first'),
     Protocol('tfclip', consecutive_clips, 8,
              'consecutive 8-frame clips over every frame, the last padded by cycling, clip embeddings averaged',
              'Euclidean distance of L2-normalised embeddings (the same ranking as the cosine distance)', 'yes',
@@ -132,15 +137,37 @@ def make_clips(paths: Sequence[str], mode: str, clip_len: int = 4) -> list[tuple
     return get_protocol(mode).clip_rule(paths, clip_len)
 
 
-def evenly_spaced(paths: Sequence[str], n: int) -> list[str]:
-    """``n`` evenly spaced frames of a tracklet (image-to-video queries): frame ``(2i+1) * len // (2n)`` for
-    ``i < n``, the middle of each of ``n`` equal segments (``n = 1``: the middle frame, ``len // 2``). A tracklet of
-    ``n`` frames or fewer keeps all of them."""
+def query_frames(paths: Sequence[str], n: int, rule: str = 'middle') -> list[str]:
+    """The ``n`` frames an image-to-video query keeps under a protocol's ``query_frame`` rule."""
+    if rule not in QUERY_FRAME_RULES:
+        raise EvalError(f'unknown query frame rule {rule!r}; expected one of {", ".join(QUERY_FRAME_RULES)}')
+    return QUERY_FRAME_RULES[rule](paths, n)
+
+
+def segment_firsts(paths: Sequence[str], n: int) -> list[str]:
+    """The first frame of each of ``n`` equal segments of a tracklet, frame ``i * len // n`` for ``i < n``
+    (``n = 1``: the first frame, the image VKD's evaluation queries with; its loaders take the first frame of each
+    query tracklet). A tracklet of ``n`` frames or fewer keeps all of them."""
+    frames = _checked_frames(paths, n)
+    return frames if len(frames) <= n else [frames[i * len(frames) // n] for i in range(n)]
+
+
+def _checked_frames(paths: Sequence[str], n: int) -> list[str]:
     frames = list(paths)
     if not frames:
         raise EvalError('cannot take frames from an empty tracklet')
     if n < 1:
         raise EvalError(f'the number of query frames must be >= 1, got {n}')
-    if len(frames) <= n:
-        return frames
-    return [frames[(2 * i + 1) * len(frames) // (2 * n)] for i in range(n)]
+    return frames
+
+
+def evenly_spaced(paths: Sequence[str], n: int) -> list[str]:
+    """``n`` evenly spaced frames of a tracklet (image-to-video queries): frame ``(2i+1) * len // (2n)`` for
+    ``i < n``, the middle of each of ``n`` equal segments (``n = 1``: the middle frame, ``len // 2``). A tracklet of
+    ``n`` frames or fewer keeps all of them."""
+    frames = _checked_frames(paths, n)
+    return frames if len(frames) <= n else [frames[(2 * i + 1) * len(frames) // (2 * n)] for i in range(n)]
+
+
+QUERY_FRAME_RULES: dict[str, Callable[[Sequence[str], int], list[str]]] = {
+    'middle': evenly_spaced, 'first': segment_firsts}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import reid_eval
 from reid_eval.datasets import load_dataset
+from reid_eval.paper import paper_metrics
 from reid_eval.postprocess import (
     AQEOptions,
     RerankOptions,
@@ -20,7 +21,7 @@ from reid_eval.postprocess import (
     k_reciprocal_distances,
     re_ranking_blocks,
 )
-from reid_eval.protocol import evenly_spaced
+from reid_eval.protocol import evenly_spaced, query_frames, segment_firsts
 from reid_eval.ranking import RANKERS, market1501_ranks, rank_distances, rank_metrics
 from reid_eval.results import Embeddings
 from reid_eval.synthetic import make_synthetic
@@ -441,3 +442,52 @@ def test_command_line_defaults_equal_the_librarys():
     from sinet_cli.eval import ROW_LABELS
 
     assert ROW_LABELS == reid_eval.results.VARIANTS
+
+
+def test_segment_first_query_frames():
+    """VKD's image-to-video query is the first frame of the tracklet; N > 1: the first frame of each segment."""
+    frames = [f'f{i:02d}' for i in range(10)]
+    assert segment_firsts(frames, 1) == ['f00'] == query_frames(frames, 1, 'first')
+    assert segment_firsts(frames, 3) == ['f00', 'f03', 'f06']
+    assert segment_firsts(frames, 10) == frames == segment_firsts(frames, 99)
+    assert query_frames(frames, 1) == ['f05']  # the default rule: the middle
+    with pytest.raises(reid_eval.EvalError, match="unknown query frame rule 'last'"):
+        query_frames(frames, 1, 'last')
+
+
+def test_vkd_image_to_video_queries_with_the_first_frame_and_its_paper_numbers(mars, cache):
+    """Under the vkd protocol, --query-frames 1 is VKD's image-to-video: each query is its tracklet's first frame
+    and MARS's gallery keeps the whole query tracklets; the paper's I2V row is printed beside a zoo checkpoint's
+    run (its V2V row beside the V2V run), the other entry's never."""
+    loaded = reid_eval.load_model('vkd_r34', pretrained=False, seed=0, data_config=SMALL)
+    kw = dict(workers=0, progress=False, device='cpu', cache_dir=cache)
+    i2v = reid_eval.evaluate(loaded, 'mars', mars, query_frames=1, **kw)
+    data = load_dataset('mars', mars)
+    first = reid_eval.extract(loaded, [[paths[0]] for paths, _, _ in data.query], protocol='vkd', workers=0,
+                              progress=False, device='cpu')
+    torch.testing.assert_close(i2v.query.features, first, rtol=1e-5, atol=1e-5)
+    assert "queries from 1 frame each (the first one, VKD's rule)" in i2v.protocol
+    assert Path(i2v.per_split[0].cache['query_folder']).name.startswith('mars-split0-vkd-query1-first-')
+    assert len(i2v.gallery) == len(data.query) + len(data.gallery)  # MARS: the query tracklets join, whole
+    assert i2v.paper == {}  # random weights: nothing to compare
+    # as if these were the released student's weights (the zoo entry a pretrained load records)
+    loaded.random_weights, loaded.zoo_entry = False, 'vkd_r50.mars'
+    loaded.architecture = 'vkd_r50'
+    assert reid_eval.evaluate(loaded, 'mars', mars, query_frames=1, **kw).paper == {'mAP': 77.27, 'rank1': 83.89}
+    assert reid_eval.evaluate(loaded, 'mars', mars, **kw).paper == {'mAP': 82.22, 'rank1': 88.74}
+    assert reid_eval.evaluate(loaded, 'mars', mars, query_frames=2, **kw).paper == {}  # not what the paper measured
+    loaded.zoo_entry = 'vkd_r50.mars_base'
+    assert reid_eval.evaluate(loaded, 'mars', mars, **kw).paper == {'mAP': 81.13, 'rank1': 87.88}
+
+
+def test_paper_numbers_belong_to_one_checkpoint_and_its_dataset():
+    """Two zoo entries of one architecture on one dataset (VKD's student and teacher) have different numbers: a
+    run gets its own entry's, and weights of unknown origin get none rather than either. A checkpoint trained on
+    MARS evaluated on iLIDS-VID is not what the paper's iLIDS-VID row measured."""
+    assert paper_metrics('vkd_r50', 'mars', 'vkd_r50.mars_base') == {'mAP': 81.13, 'rank1': 87.88}
+    assert paper_metrics('vkd_r50', 'mars', 'vkd_r50.mars', kind='paper_i2v') == {'mAP': 77.27, 'rank1': 83.89}
+    assert paper_metrics('vkd_r50', 'mars') == {}  # student or teacher: unknown
+    assert paper_metrics('sinet_r50', 'mars') == paper_metrics('sinet_r50', 'mars', 'sinet_r50.mars') != {}
+    assert paper_metrics('sinet_r50', 'ilidsvid', 'sinet_r50.mars') == {}
+    assert paper_metrics('sinet_r50', 'ilidsvid') != {}  # the paper's own iLIDS-VID row (Table 1)
+    assert paper_metrics('sinet_r50', 'mars', 'sinet_r50.mars', kind='paper_i2v') == {}
