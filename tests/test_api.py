@@ -145,6 +145,7 @@ def test_timm_image_model_is_evaluated_frame_by_frame(prid, tmp_path, capsys):
     assert json.loads(out.read_text())['input'] == 'frames'
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_zoo_name_from_a_laid_out_hub_cache(prid, tmp_path):
     """reid_eval.evaluate('sinet_r50.mars') loads through timm's Hub cache (laid out here, offline) and gives the
     numbers of the same weights evaluated as a module."""

@@ -21,6 +21,7 @@ def _load(name: str):
     return mod
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_bench_model_prints_ratios_flops_and_params(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     bench = _load('bench_model')
     assert bench.main(['--batch', '1', '--rounds', '1', '--warmup', '0', '--released', str(tmp_path)]) == 0
@@ -50,6 +51,7 @@ def test_bench_model_lists_tfclip(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_bench_eval_times_every_stage(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     bench = _load('bench_eval')
     assert bench.main(['--num-ids', '4', '--workers', '0', '--gen-workers', '0', '--data', str(tmp_path),
@@ -103,6 +105,7 @@ def test_bench_video_prints_decode_beside_model(capsys: pytest.CaptureFixture, t
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
     """benchmarks/gpu_check.sh (issue 22's one GPU script) at toy sizes on the CPU: each step runs and logs, the
     gpu tests are collected, bench_model times only the models asked for (plus the two the targets compare), and a

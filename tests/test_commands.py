@@ -130,6 +130,7 @@ def test_ctrl_c_then_the_advised_rerun_resumes(prid, tmp_path):
     assert split['cache']['reused_shards'] >= 2
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_progress_says_which_split_and_what_came_from_the_cache(prid, tmp_path, capsys):
     """--split all: each progress bar names its split ('split 3 (4/10)') and how many shards were cached; a rerun
     that computes nothing says where its features came from."""

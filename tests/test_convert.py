@@ -63,6 +63,7 @@ def test_eight_frame_clips_match_released_sbm(tmp_path):
     assert (ours - ref).abs().max().item() <= 1e-4
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_eight_frame_clips_match_released_sanet():
     """SA pools its statistics over the clip it is given. The released evaluation only feeds 4-frame clips, so an
     8-frame input is two 4-frame clips, whose embeddings are averaged; clip_len=8 pools over all 8 frames, as the
@@ -80,6 +81,7 @@ def test_eight_frame_clips_match_released_sanet():
     assert (whole - (halves[0] + halves[1]) / 2).abs().max().item() > 1e-4  # the two readings differ
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_sanet_through_timm_overlay_and_a_sinet_file_offered_as_sanet(tmp_path, clips, capsys):
     """The released SANet file (with its NumPy rank1) loads through pretrained_cfg_overlay; a SINet file offered
     as SANet is refused everywhere with the architecture it looks like."""

@@ -403,6 +403,7 @@ def test_parallel_rendering_from_an_unguarded_script_is_a_clear_error(tmp_path: 
 
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="reads /proc/PID/io (Linux)")
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_renderer_killed_mid_run_is_a_clear_error(tmp_path: Path) -> None:
     """A rendering process killed while it writes frames (SIGKILL, what the kernel's OOM killer sends) gives a
     RenderersDiedError that blames the kill, not the calling script, the other renderers are stopped, and no
@@ -494,6 +495,7 @@ def test_demo_dataset_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert demo_dataset_root() == root  # reused, not rewritten
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_cli_entry_point(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "sinet_cli.synthetic", "ilids-vid", str(tmp_path), "--num-ids", "6"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True, env=child_env()).stdout

@@ -168,7 +168,8 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+@pytest.mark.parametrize('device', [pytest.param('cpu', marks=pytest.mark.slow),  # 24 s in CI
+                                    pytest.param('cuda', marks=pytest.mark.gpu)])
 def test_uint8_frames_normalised_on_device_give_timms_numbers(data_root, device):
     """FramePreprocess (what sinet-eval and sinet-extract use: uint8 frames, normalised on the device) gives the
     features of timm's float eval transform: bit for bit on a CPU, within TF32 rounding on CUDA."""
@@ -227,6 +228,7 @@ def _eval(tmp_path: Path, *args: str, out: str = 'r.json') -> tuple[int, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
     args = ('--model', 'vreid_r50', '--no-pretrained', '--dataset', 'mars', '--root', str(data_root / 'mars'),
             '--batch-clips', '16', '--shard-clips', '40')
@@ -262,6 +264,7 @@ def test_cli_mars_dense_json_and_cache_reuse(data_root, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_interrupted_extraction_resumes(data_root, tmp_path, capsys):
     """A bad frame stops the run naming the file; finished shards are kept and reused by the next run."""
     import shutil
@@ -288,6 +291,7 @@ def test_interrupted_extraction_resumes(data_root, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_killed_decoding_worker_is_a_clear_error(data_root, tmp_path, capsys):
     """A DataLoader worker killed mid-run (SIGKILL, as the OOM killer does). torch reports it from a SIGCHLD
     handler wherever the main process is (often deep in the model's forward); the user gets one line saying what
@@ -308,6 +312,7 @@ def test_killed_decoding_worker_is_a_clear_error(data_root, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_cli_lsvid_and_prid_all_splits(data_root, tmp_path, capsys):
     code, res = _eval(tmp_path, '--model', 'vreid_r50', '--no-pretrained', '--dataset', 'lsvid',
                       '--root', str(data_root / 'lsvid'), '--mode', 'sampled')

@@ -31,6 +31,7 @@ def _dims(path) -> list:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('image', [False, True])
+@pytest.mark.heavy  # 30-140 s in CI: out of .ci/run (under 30 minutes), run by hand with -m heavy
 def test_export_is_checked_and_has_a_dynamic_batch(folder, tmp_path, capsys, image):
     out = tmp_path / 'm.onnx'
     assert main(['--model', str(folder), '--output', str(out), *(['--image'] if image else [])]) == 0

@@ -201,6 +201,7 @@ def test_record_edits_only_the_ours_block(tmp_path, capsys):
 
 
 # --- convert -> folder -> loading ----------------------------------------------------------------------------
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_round_trip_local_dir_and_hub_cache(hub_folder, released, tmp_path):
     """converted folder -> local-dir: and -> a Hub cache (HF_HUB_OFFLINE=1) -> identical embeddings.
 
@@ -707,6 +708,7 @@ def _load_code(name: str, clip_file: Path, out_file: Path) -> str:
     """)
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_a_zoo_repo_missing_from_the_hub_loads_the_authors_drive_file(released, tmp_path):
     """The zoo's Hub repos do not exist yet: pretrained=True answers 'repository not found' by loading the authors'
     Google Drive file (here already in the download cache: the download itself needs the network), converted and
@@ -729,6 +731,7 @@ def test_a_zoo_repo_missing_from_the_hub_loads_the_authors_drive_file(released, 
     assert off.returncode == 3 and 'ERROR' in off.stdout and 'RepositoryNotFoundError' in off.stdout
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_an_unreachable_hub_is_a_clear_error_within_seconds(tmp_path):
     """No network (a name that does not resolve): the error comes at once, not after a minute of retries."""
     torch.save(_clip(), tmp_path / 'clip.pt')

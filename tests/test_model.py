@@ -129,6 +129,7 @@ def test_train_mode_outputs_for_the_losses():
     assert idn(x).frame_features is None  # no frame loss in the released IDNet training
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_grad_checkpointing_same_result():
     torch.manual_seed(0)
     m = timm.create_model('sinet_r50', num_classes=3).train()
@@ -309,7 +310,9 @@ def _low_precision_outputs(m: torch.nn.Module, x: torch.Tensor, device: torch.de
     return out
 
 
-@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+# float16 convolutions are slow on CPUs (100 s in CI): a GPU test, run on the CPU by hand with -m heavy
+@pytest.mark.parametrize('device', [pytest.param('cpu', marks=[pytest.mark.slow, pytest.mark.heavy]),
+                                    pytest.param('cuda', marks=pytest.mark.gpu)])
 def test_float16_and_bfloat16_are_finite_and_close(device):
     """SBM's epsilons (1e-8, 1e-12) underflow in float16 and its KGM normalisation divided 0 by 0 (every embedding
     NaN under fp16 autocast or .half()); its attention now runs in float32 inside low-precision models. All four

@@ -51,6 +51,7 @@ def test_untagged_pretrained_starts_from_imagenet_resnet50(tmp_path):
     assert 'fc.weight' not in got and 'layer3.2.kgm_conv.weight' in got
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_zoo_entry_loads_from_hub_cache_and_hf_hub_name(tmp_path):
     """`sinet_r50.mars` resolves to its Hub repo; the cache laid out here stands in for the download."""
     torch.manual_seed(0)

@@ -431,6 +431,7 @@ def test_viz_ranks_from_another_folder(prid, tmp_path, monkeypatch):
     assert viz_cmd.main(['ranks', str(run), '--output', 'ranks.png']) == 0 and (tmp_path / 'ranks.png').is_file()
 
 
+@pytest.mark.slow  # 13-20 s in CI: out of the default run (under 5 minutes)
 def test_a_malformed_zoo_file_leaves_the_others_usable(tmp_path):
     zoo = tmp_path / 'zoo'
     shutil.copytree(Path(__file__).resolve().parents[1] / 'hub_configs', zoo)
