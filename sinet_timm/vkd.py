@@ -41,7 +41,8 @@ from ._zoo import zoo_pretrained_cfgs
 from .errors import CheckpointError, ModelInputError
 from .framewise import train_output
 
-__all__ = ['BAM', 'VKDNet', 'checkpoint_filter_fn', 'infer_arch', 'run_info']
+__all__ = ['BAM', 'BNNeck', 'FrameInput', 'VKDNet', 'as_clips', 'checkpoint_filter_fn', 'frame_vectors', 'infer_arch',
+           'run_info']
 
 MIN_FRAME_SIDE = 32  # DenseNet's three 2x2 transitions need maps of 2x2 or more: frames of at least 32x32
 
