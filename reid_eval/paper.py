@@ -5,10 +5,11 @@ Numbers of released checkpoints come from the zoo files (``hub_configs/*.yaml``:
 checkpoint are in the dataset's spec (``DatasetSpec.paper``, e.g. SINet's rank-1 on iLIDS-VID and PRID-2011,
 Table 1).
 
-A run of a zoo checkpoint gets that entry's numbers only, and only on the dataset it was trained on: two entries
-of one architecture on one dataset (a VKD student and its teacher) have different numbers, and a MARS checkpoint
-evaluated on iLIDS-VID is not what the paper's iLIDS-VID row measured. Weights of unknown origin (a file, a
-module) get the numbers of their architecture on the dataset when every source agrees on them.
+A run of a zoo checkpoint on the dataset it was trained on gets that entry's numbers: two entries of one
+architecture on one dataset (a VKD student and its teacher) have different numbers. Elsewhere (a checkpoint on
+another dataset, weights from a file or a module) a run gets its architecture's numbers on the dataset, as the
+paper's table row for that dataset (e.g. SINet's PRID-2011 rank-1 beside the MARS checkpoint, which is how
+``sinet-eval`` has always shown it), when every source agrees on them; none when they disagree.
 """
 from __future__ import annotations
 
@@ -28,9 +29,8 @@ def paper_metrics(arch: str | None, dataset: str, entry: str | None = None, kind
         raise ValueError(f'kind must be one of {PAPER_KINDS}, got {kind!r}')
     spec = get_spec(dataset)
     entries = zoo_entries()
-    if entry is not None and entry in entries:
-        e = entries[entry]
-        return _numbers(e, kind) if e['dataset'] == spec.name else {}
+    if entry is not None and entry in entries and entries[entry]['dataset'] == spec.name:
+        return _numbers(entries[entry], kind)
     if not arch:
         return {}
     if kind == 'paper' and arch in spec.paper:

@@ -482,12 +482,12 @@ def test_vkd_image_to_video_queries_with_the_first_frame_and_its_paper_numbers(m
 
 def test_paper_numbers_belong_to_one_checkpoint_and_its_dataset():
     """Two zoo entries of one architecture on one dataset (VKD's student and teacher) have different numbers: a
-    run gets its own entry's, and weights of unknown origin get none rather than either. A checkpoint trained on
-    MARS evaluated on iLIDS-VID is not what the paper's iLIDS-VID row measured."""
+    run gets its own entry's, and weights of unknown origin get none rather than either. On another dataset a
+    checkpoint gets its architecture's row (SINet's iLIDS-VID rank-1 beside the MARS checkpoint)."""
     assert paper_metrics('vkd_r50', 'mars', 'vkd_r50.mars_base') == {'mAP': 81.13, 'rank1': 87.88}
     assert paper_metrics('vkd_r50', 'mars', 'vkd_r50.mars', kind='paper_i2v') == {'mAP': 77.27, 'rank1': 83.89}
     assert paper_metrics('vkd_r50', 'mars') == {}  # student or teacher: unknown
     assert paper_metrics('sinet_r50', 'mars') == paper_metrics('sinet_r50', 'mars', 'sinet_r50.mars') != {}
-    assert paper_metrics('sinet_r50', 'ilidsvid', 'sinet_r50.mars') == {}
-    assert paper_metrics('sinet_r50', 'ilidsvid') != {}  # the paper's own iLIDS-VID row (Table 1)
+    assert paper_metrics('sinet_r50', 'ilidsvid', 'sinet_r50.mars') == paper_metrics('sinet_r50', 'ilidsvid') != {}
+    assert paper_metrics('vkd_r50', 'dukev', 'vkd_r50.mars') == {}  # no Duke numbers in the zoo
     assert paper_metrics('sinet_r50', 'mars', 'sinet_r50.mars', kind='paper_i2v') == {}
